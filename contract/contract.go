@@ -1,0 +1,85 @@
+// Package contract holds every name the webhook and the sidecar must agree on:
+// labels, annotations, container names, default ports and UIDs, and the
+// sidecar's command line. The webhook builds the sidecar's arguments with
+// ServeArgs / InitArgs; the sidecar parses them with the same types, so the
+// injector and the agent cannot drift apart. DESIGN.md is the source of truth
+// for every name here; change both together or not at all.
+package contract
+
+// Namespace and pod labels.
+const (
+	// LabelInject on a namespace opts it in ("enabled"); on a pod, "disabled" opts the pod out.
+	LabelInject   = "podrole.io/inject"
+	InjectEnabled = "enabled"
+	// InjectDisabled is the pod-level opt-out value of LabelInject.
+	InjectDisabled = "disabled"
+)
+
+// Pod annotations read by the webhook (kube2iam-compatible names).
+const (
+	AnnotationRole        = "iam.amazonaws.com/role"
+	AnnotationExternalID  = "iam.amazonaws.com/external-id"
+	AnnotationSessionName = "iam.amazonaws.com/session-name"
+)
+
+// Namespace annotations holding allow-lists.
+const (
+	// AnnotationAllowedRoles is kube2iam's format: a JSON array of role names or ARNs, glob '*'.
+	AnnotationAllowedRoles = "iam.amazonaws.com/allowed-roles"
+	// AnnotationPermitted is kiam's format: one regular expression, anchored at both ends.
+	AnnotationPermitted = "iam.amazonaws.com/permitted"
+)
+
+// Pod annotations written by the webhook.
+const (
+	AnnotationStatus  = "podrole.io/status"
+	StatusInjected    = "injected"
+	AnnotationRoleARN = "podrole.io/role-arn"
+)
+
+// Injected container names.
+const (
+	InitContainerName  = "podrole-init"
+	AgentContainerName = "podrole-agent"
+)
+
+// Defaults shared by both binaries. Documented in the README.
+const (
+	// DefaultSidecarPort is where the agent serves IMDS on 127.0.0.1 inside the pod.
+	DefaultSidecarPort = 9181
+	// DefaultHealthPort serves /healthz, /readyz, /started and /metrics on all pod addresses,
+	// so the kubelet's HTTP probes (sent from the node) reach it.
+	DefaultHealthPort = 9182
+	// DefaultSidecarUID is the agent's UID, excluded from the redirect. Chosen to collide
+	// with no common image user (distroless nonroot is 65532, istio-proxy 1337).
+	DefaultSidecarUID = 47181
+	// DefaultNodeMetadataEndpoint is the node's real IMDS.
+	DefaultNodeMetadataEndpoint = "http://169.254.169.254"
+	// MetadataIPv4 and MetadataIPv6 are the addresses SDKs call.
+	MetadataIPv4 = "169.254.169.254"
+	MetadataIPv6 = "fd00:ec2::254"
+	// DefaultTokenFile is where the webhook mounts the projected token (web-identity source).
+	DefaultTokenFile = "/var/run/secrets/podrole/token"
+	// TokenAudience is the audience of the projected service-account token.
+	TokenAudience = "sts.amazonaws.com"
+)
+
+// Credential sources.
+const (
+	SourceNode        = "node"
+	SourceWebIdentity = "web-identity"
+)
+
+// Sidecar modes of the webhook.
+const (
+	SidecarModeNative = "native"
+	SidecarModeLegacy = "legacy"
+)
+
+// Health paths of the agent's health listener.
+const (
+	PathHealthz = "/healthz"
+	PathReadyz  = "/readyz"
+	PathStarted = "/started"
+	PathMetrics = "/metrics"
+)

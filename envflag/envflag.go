@@ -1,0 +1,48 @@
+// Package envflag lets every flag of a FlagSet also come from the environment
+// as PODROLE_<NAME> (upper snake case: --role-arn -> PODROLE_ROLE_ARN).
+// A flag given on the command line wins over the environment.
+package envflag
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"strings"
+)
+
+// Prefix is prepended to every environment variable name.
+const Prefix = "PODROLE_"
+
+// EnvName returns the environment variable that feeds the flag called name.
+func EnvName(name string) string {
+	return Prefix + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// Parse parses args into fs, then fills every flag not set on the command line
+// from its environment variable, looked up with getenv (os.Getenv when nil).
+// A malformed environment value is an error naming the variable.
+func Parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var firstErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || firstErr != nil {
+			return
+		}
+		env := EnvName(f.Name)
+		v := getenv(env)
+		if v == "" {
+			return
+		}
+		if err := fs.Set(f.Name, v); err != nil {
+			firstErr = fmt.Errorf("environment %s=%q is not a valid value for --%s: %w", env, v, f.Name, err)
+		}
+	})
+	return firstErr
+}

@@ -1,0 +1,49 @@
+package envflag
+
+import (
+	"flag"
+	"strings"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		want    string
+		wantN   int
+		wantErr string
+	}{
+		{name: "default", want: "def", wantN: 1},
+		{name: "env", env: map[string]string{"PODROLE_ROLE_ARN": "fromenv", "PODROLE_COUNT": "3"}, want: "fromenv", wantN: 3},
+		{name: "flag wins", args: []string{"--role-arn=fromflag"}, env: map[string]string{"PODROLE_ROLE_ARN": "fromenv"}, want: "fromflag", wantN: 1},
+		{name: "bad env", env: map[string]string{"PODROLE_COUNT": "x"}, wantErr: "PODROLE_COUNT"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			s := fs.String("role-arn", "def", "")
+			n := fs.Int("count", 1, "")
+			err := Parse(fs, tt.args, func(k string) string { return tt.env[k] })
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want mention of %s", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if *s != tt.want || *n != tt.wantN {
+				t.Fatalf("got %q %d, want %q %d", *s, *n, tt.want, tt.wantN)
+			}
+		})
+	}
+}
+
+func TestEnvName(t *testing.T) {
+	if got := EnvName("node-metadata-endpoint"); got != "PODROLE_NODE_METADATA_ENDPOINT" {
+		t.Fatal(got)
+	}
+}
