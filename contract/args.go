@@ -25,6 +25,11 @@ type ServeConfig struct {
 	SessionName          string
 	SessionDuration      time.Duration
 	RequireIMDSv2        bool
+	// PodName and PodNamespace name the session when --session-name is empty.
+	// The webhook feeds them through the downward API (PODROLE_POD_NAME,
+	// PODROLE_POD_NAMESPACE), not as arguments: the name may not exist yet at admission.
+	PodName      string
+	PodNamespace string
 }
 
 // DefaultServeConfig returns the defaults of every serve flag.
@@ -54,6 +59,8 @@ func (c *ServeConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.SessionName, "session-name", c.SessionName, "role session name (default: derived from the pod)")
 	fs.DurationVar(&c.SessionDuration, "session-duration", c.SessionDuration, "requested session length (15m..12h)")
 	fs.BoolVar(&c.RequireIMDSv2, "require-imdsv2", c.RequireIMDSv2, "refuse metadata requests without an IMDSv2 token")
+	fs.StringVar(&c.PodName, "pod-name", c.PodName, "the pod's name, for the default session name (normally from PODROLE_POD_NAME)")
+	fs.StringVar(&c.PodNamespace, "pod-namespace", c.PodNamespace, "the pod's namespace, for the default session name (normally from PODROLE_POD_NAMESPACE)")
 }
 
 // Args renders c as `serve` arguments, omitting values equal to the defaults.
@@ -83,6 +90,8 @@ func (c ServeConfig) Args() []string {
 	if c.RequireIMDSv2 {
 		args = append(args, "--require-imdsv2")
 	}
+	add("pod-name", c.PodName, "")
+	add("pod-namespace", c.PodNamespace, "")
 	return args
 }
 

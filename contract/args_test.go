@@ -15,6 +15,7 @@ func TestServeRoundTrip(t *testing.T) {
 		Source: SourceWebIdentity, STSEndpoint: "https://sts.example", Region: "eu-west-1",
 		AvailabilityZone: "eu-west-1b", NodeMetadataEndpoint: "http://10.0.0.1:1338", TokenFile: "/t",
 		ExternalID: "x", SessionName: "ns-pod", SessionDuration: 2 * time.Hour, RequireIMDSv2: true,
+		PodName: "p", PodNamespace: "n",
 	}
 	minimal := DefaultServeConfig()
 	minimal.RoleARN = "arn:aws:iam::111122223333:role/app"

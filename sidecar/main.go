@@ -1,0 +1,55 @@
+// Command podrole-sidecar is the per-pod agent: `init` installs the metadata
+// redirect in the pod's network namespace and exits; `serve` emulates the
+// instance metadata credentials API for the pod's one role.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `usage: podrole-sidecar <command> [flags]
+
+commands:
+  init    redirect (or, with --block, reject) metadata traffic in this network namespace
+  serve   serve the instance metadata credentials API for one role
+
+Every flag can also come from the environment as PODROLE_<NAME> (--role-arn: PODROLE_ROLE_ARN).
+Run "podrole-sidecar <command> -h" for its flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run dispatches to a subcommand and returns the process exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	var err error
+	switch args[0] {
+	case "init":
+		err = runInit(ctx, args[1:], stdout, stderr)
+	case "serve":
+		err = runServe(ctx, args[1:], stdout, stderr)
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "podrole-sidecar: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "podrole-sidecar %s: %v\n", args[0], err)
+		return 1
+	}
+	return 0
+}
