@@ -1,0 +1,63 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// clockTick is USER_HZ, 100 on every Linux this runs on (getconf CLK_TCK).
+const clockTick = 100
+
+// CPUTime returns the user+system CPU time a process has used, from /proc/PID/stat.
+func CPUTime(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read cpu time of pid %d: %w", pid, err)
+	}
+	// The command name (field 2) may hold spaces; fields after its ')' are fixed.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("parse /proc/%d/stat: no ')'", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("parse /proc/%d/stat: %d fields", pid, len(f))
+	}
+	// After ')': state is f[0], so utime (field 14) is f[11] and stime f[12].
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("parse /proc/%d/stat times: %v %v", pid, err1, err2)
+	}
+	return time.Duration(ut+st) * time.Second / clockTick, nil
+}
+
+// RSS returns the resident set size of a process in bytes, from /proc/PID/status.
+func RSS(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read rss of pid %d: %w", pid, err)
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		line := s.Text()
+		if strings.HasPrefix(line, "VmRSS:") {
+			fs := strings.Fields(line)
+			if len(fs) < 2 {
+				break
+			}
+			kb, err := strconv.ParseInt(fs[1], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("parse VmRSS of pid %d: %w", pid, err)
+			}
+			return kb * 1024, nil
+		}
+	}
+	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+}

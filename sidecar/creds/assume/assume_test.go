@@ -1,0 +1,227 @@
+package assume
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/podrole/podrole/sidecar/internal/fakeaws"
+)
+
+const roleARN = "arn:aws:iam::111122223333:role/team/app-role"
+
+func testConfig(sts *fakeaws.STS) Config {
+	return Config{
+		RoleARN: roleARN, SessionName: "default.web-0", Duration: 2 * time.Hour,
+		Region: "eu-west-1", STSEndpoint: sts.URL,
+	}
+}
+
+// The node source signs AssumeRole with the instance profile credentials it
+// got from the node IMDS at --node-metadata-endpoint, and sends exactly the
+// fields of the pod's role.
+func TestNodeAssumeRole(t *testing.T) {
+	fakeaws.IsolateEnv(t)
+	node := fakeaws.NewNodeIMDS(t, "eu-west-1", "eu-west-1b")
+	sts := fakeaws.NewSTS(t, nil)
+	for _, externalID := range []string{"ext-1234", ""} {
+		cfg := testConfig(sts)
+		cfg.ExternalID = externalID
+		src, err := NewNode(context.Background(), cfg, node.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := len(sts.Requests())
+		c, err := src.Fetch(context.Background())
+		if err != nil {
+			t.Fatalf("Fetch: %v", err)
+		}
+		reqs := sts.Requests()
+		if len(reqs) != before+1 {
+			t.Fatalf("%d STS calls, want 1", len(reqs)-before)
+		}
+		r := reqs[len(reqs)-1]
+		want := map[string]string{
+			"Action": "AssumeRole", "Version": "2011-06-15", "RoleArn": roleARN,
+			"RoleSessionName": "default.web-0", "DurationSeconds": "7200", "ExternalId": externalID,
+		}
+		for k, v := range want {
+			if got := r.Form.Get(k); got != v {
+				t.Errorf("%s = %q, want %q", k, got, v)
+			}
+		}
+		if _, sent := r.Form["ExternalId"]; sent != (externalID != "") {
+			t.Errorf("ExternalId sent = %v with external id %q", sent, externalID)
+		}
+		if !strings.Contains(r.Authorization, "Credential="+fakeaws.NodeAccessKeyID+"/") ||
+			!strings.Contains(r.Authorization, "/eu-west-1/sts/aws4_request") || r.SecurityToken != fakeaws.NodeSessionToken {
+			t.Errorf("not signed with the node's credentials for eu-west-1: %q token %q", r.Authorization, r.SecurityToken)
+		}
+		akid, secret, token := fakeaws.Creds(len(reqs))
+		if c.AccessKeyID != akid || c.SecretAccessKey != secret || c.SessionToken != token || c.AccountID != "111122223333" {
+			t.Errorf("got %s/%s/%s account %s", c.AccessKeyID, c.SecretAccessKey, c.SessionToken, c.AccountID)
+		}
+		if d := time.Until(c.Expiration); d < 2*time.Hour-time.Minute || d > 2*time.Hour {
+			t.Errorf("expiration in %s, want 2h", d)
+		}
+	}
+	// The node IMDS was asked for a token and the instance profile, nothing else.
+	for _, p := range node.Paths() {
+		if p != "PUT /latest/api/token" && !strings.HasPrefix(p, "GET /latest/meta-data/iam/security-credentials/") {
+			t.Errorf("unexpected node IMDS request %s", p)
+		}
+	}
+	if !slices.Contains(node.Paths(), "GET /latest/meta-data/iam/security-credentials/"+fakeaws.NodeRole) {
+		t.Errorf("node credentials never fetched: %v", node.Paths())
+	}
+}
+
+// An STS refusal comes back as an error naming the role and the STS code.
+func TestNodeAssumeRoleDenied(t *testing.T) {
+	fakeaws.IsolateEnv(t)
+	node := fakeaws.NewNodeIMDS(t, "eu-west-1", "eu-west-1b")
+	sts := fakeaws.NewSTS(t, nil)
+	sts.Fail("AccessDenied")
+	src, err := NewNode(context.Background(), testConfig(sts), node.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = src.Fetch(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "AccessDenied") || !strings.Contains(err.Error(), roleARN) {
+		t.Fatalf("err = %v", err)
+	}
+	if strings.Contains(err.Error(), fakeaws.NodeSecretAccessKey) || strings.Contains(err.Error(), fakeaws.NodeSessionToken) {
+		t.Fatalf("error leaks node secrets: %v", err)
+	}
+}
+
+// The web identity token is read from the file on every call (the kubelet
+// rotates it) and sent unsigned.
+func TestWebIdentity(t *testing.T) {
+	fakeaws.IsolateEnv(t)
+	sts := fakeaws.NewSTS(t, nil)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	src, err := NewWebIdentity(testConfig(sts), tokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, tok := range []string{"eyJ-first-token", "eyJ-rotated-token"} {
+		if err := os.WriteFile(tokenFile, []byte(tok+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, err := src.Fetch(context.Background())
+		if err != nil {
+			t.Fatalf("Fetch: %v", err)
+		}
+		r := sts.Requests()[i]
+		if r.Form.Get("Action") != "AssumeRoleWithWebIdentity" || r.Form.Get("WebIdentityToken") != tok ||
+			r.Form.Get("RoleArn") != roleARN || r.Form.Get("RoleSessionName") != "default.web-0" || r.Form.Get("DurationSeconds") != "7200" {
+			t.Errorf("call %d: form %v", i, r.Form)
+		}
+		if r.Authorization != "" {
+			t.Errorf("web identity call signed: %q", r.Authorization)
+		}
+		if akid, _, _ := fakeaws.Creds(i + 1); c.AccessKeyID != akid || c.AccountID != "111122223333" {
+			t.Errorf("call %d: got %s account %s", i, c.AccessKeyID, c.AccountID)
+		}
+	}
+}
+
+func TestWebIdentityTokenFileProblems(t *testing.T) {
+	fakeaws.IsolateEnv(t)
+	sts := fakeaws.NewSTS(t, nil)
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, []byte(" \n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, file := range []string{filepath.Join(dir, "missing"), empty} {
+		src, err := NewWebIdentity(testConfig(sts), file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := src.Fetch(context.Background()); err == nil || !strings.Contains(err.Error(), file) {
+			t.Errorf("%s: err = %v, want one naming the file", file, err)
+		}
+	}
+	if n := len(sts.Requests()); n != 0 {
+		t.Fatalf("%d STS calls without a token", n)
+	}
+	// A rejected token is never echoed in the error.
+	secretTok := filepath.Join(dir, "tok")
+	if err := os.WriteFile(secretTok, []byte("eyJ-very-secret"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sts.Fail("InvalidIdentityToken")
+	src, _ := NewWebIdentity(testConfig(sts), secretTok)
+	if _, err := src.Fetch(context.Background()); err == nil || strings.Contains(err.Error(), "eyJ-very-secret") || !strings.Contains(err.Error(), "InvalidIdentityToken") {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestSessionName(t *testing.T) {
+	long := strings.Repeat("n", 63)
+	tests := []struct {
+		explicit, ns, pod string
+		want              string // "random": podrole-<hex>
+		wantErr           bool
+	}{
+		{"given-name", "ns", "pod", "given-name", false},
+		{"bad name!", "ns", "pod", "", true},
+		{"x", "ns", "pod", "", true},
+		{"", "default", "web-0", "default.web-0", false},
+		{"", "team-a", "api.v2:8080/x", "team-a.api.v2-8080-x", false},
+		{"", long, "pod", long + ".", false},
+		{"", "", "web-0", "web-0", false},
+		{"", "", "", "random", false},
+		{"", "", "/", "random", false},
+		{"", "@", "", "random", false},
+	}
+	for _, tt := range tests {
+		got, err := SessionName(tt.explicit, tt.ns, tt.pod)
+		if (err != nil) != tt.wantErr {
+			t.Errorf("%q %q %q: err %v", tt.explicit, tt.ns, tt.pod, err)
+			continue
+		}
+		if tt.wantErr {
+			continue
+		}
+		if !sessionNameRE.MatchString(got) {
+			t.Errorf("%q %q %q: %q is not a valid session name", tt.explicit, tt.ns, tt.pod, got)
+		}
+		if tt.want == "random" {
+			if !strings.HasPrefix(got, "podrole-") || len(got) != len("podrole-")+12 {
+				t.Errorf("%q %q: got %q, want podrole-<random>", tt.ns, tt.pod, got)
+			}
+		} else if got != tt.want {
+			t.Errorf("%q %q %q: got %q, want %q", tt.explicit, tt.ns, tt.pod, got, tt.want)
+		}
+	}
+	a, _ := SessionName("", "", "")
+	b, _ := SessionName("", "", "")
+	if a == b {
+		t.Errorf("fallback names are not random: %q twice", a)
+	}
+}
+
+func TestConfigRejected(t *testing.T) {
+	sts := fakeaws.NewSTS(t, nil)
+	for name, mod := range map[string]func(*Config){
+		"no region":   func(c *Config) { c.Region = "" },
+		"bad role":    func(c *Config) { c.RoleARN = "arn:aws:iam::1:user/x" },
+		"bad session": func(c *Config) { c.SessionName = "a b" },
+	} {
+		c := testConfig(sts)
+		mod(&c)
+		if _, err := NewWebIdentity(c, "/t"); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if RoleName(roleARN) != "app-role" {
+		t.Errorf("RoleName = %q", RoleName(roleARN))
+	}
+}
