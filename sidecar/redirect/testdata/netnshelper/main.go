@@ -1,0 +1,257 @@
+// Command netnshelper is the server and the clients of the real-namespace
+// test (netns_linux_test.go): it stands in for the agent and for the node's
+// IMDS, and reports how a connection ended (ok, refused, reset, timeout), so
+// the test can tell a fast reject from a silent drop.
+//
+//	netnshelper serve -marker M -tcp 127.0.0.1:9181,[::1]:9181 -udp 169.254.169.254:5353
+//	netnshelper get http://169.254.169.254/latest/meta-data/
+//	netnshelper udp 169.254.169.254:5353
+//	netnshelper imds http://169.254.169.254
+//
+// With -node-creds, serve also answers like a node's IMDS (IMDSv2 token,
+// instance-profile credentials, placement), so the real agent can take its
+// base credentials from it. Secret keys and tokens are never printed.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// clientTimeout is far above a local reject and a loopback answer, so a
+// "timeout" result means packets were silently dropped.
+const clientTimeout = 5 * time.Second
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: netnshelper serve|get|udp ...")
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "serve":
+		err = serve(os.Args[2:])
+	case "get":
+		err = get(os.Args[2])
+	case "udp":
+		err = udp(os.Args[2])
+	case "imds":
+		err = imdsCreds(os.Args[2])
+	default:
+		err = fmt.Errorf("unknown command %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Println(classify(err))
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+}
+
+// classify names how a connection failed, as the test asserts it.
+func classify(err error) string {
+	var ne net.Error
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "refused"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "reset"
+	case errors.Is(err, syscall.EPERM):
+		return "denied" // the local netfilter refused the send
+
+	case errors.As(err, &ne) && ne.Timeout(), errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		return "timeout"
+	}
+	return "error"
+}
+
+func serve(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ExitOnError)
+	marker := fs.String("marker", "", "text every answer starts with")
+	tcp := fs.String("tcp", "", "comma-separated HTTP listen addresses")
+	udpAddrs := fs.String("udp", "", "comma-separated UDP echo addresses")
+	nodeCreds := fs.String("node-creds", "", "JSON credentials document to serve as the node role's")
+	nodeRole := fs.String("node-role", "node-role", "the node role's name")
+	_ = fs.Parse(args)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s uid=%d path=%s", *marker, os.Getuid(), r.URL.Path)
+	})
+	if *nodeCreds != "" {
+		doc, err := os.ReadFile(*nodeCreds)
+		if err != nil {
+			return err
+		}
+		const token = "node-imds-test-token"
+		authorized := func(w http.ResponseWriter, r *http.Request) bool {
+			if r.Header.Get("X-Aws-Ec2-Metadata-Token") != token {
+				http.Error(w, "", http.StatusUnauthorized)
+				return false
+			}
+			return true
+		}
+		mux.HandleFunc("PUT /latest/api/token", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Aws-Ec2-Metadata-Token-Ttl-Seconds", r.Header.Get("X-Aws-Ec2-Metadata-Token-Ttl-Seconds"))
+			io.WriteString(w, token)
+		})
+		mux.HandleFunc("GET /latest/meta-data/iam/security-credentials/{role...}", func(w http.ResponseWriter, r *http.Request) {
+			switch role := r.PathValue("role"); {
+			case !authorized(w, r):
+			case role == "":
+				io.WriteString(w, *nodeRole)
+			case role == *nodeRole:
+				w.Write(doc)
+			default:
+				http.NotFound(w, r)
+			}
+		})
+		for path, v := range map[string]string{"placement/region": "us-east-1", "placement/availability-zone": "us-east-1a"} {
+			mux.HandleFunc("GET /latest/meta-data/"+path, func(w http.ResponseWriter, r *http.Request) {
+				if authorized(w, r) {
+					io.WriteString(w, v)
+				}
+			})
+		}
+	}
+	h := mux
+	for _, a := range split(*tcp) {
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			return err
+		}
+		go func() { _ = http.Serve(l, h) }()
+	}
+	for _, a := range split(*udpAddrs) {
+		c, err := net.ListenPacket("udp", a)
+		if err != nil {
+			return err
+		}
+		go func() {
+			buf := make([]byte, 1500)
+			for {
+				_, from, err := c.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				_, _ = c.WriteTo([]byte(*marker+" udp"), from)
+			}
+		}()
+	}
+	fmt.Println("ready")
+	<-ctx.Done()
+	return nil
+}
+
+func split(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
+}
+
+func get(url string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), clientTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{Transport: &http.Transport{Proxy: nil}}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	fmt.Printf("%s", b)
+	return nil
+}
+
+// imdsCreds fetches the instance-profile credentials the IMDSv2 way, as an
+// SDK does, and prints the role name and AccessKeyId only.
+func imdsCreds(base string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), clientTimeout)
+	defer cancel()
+	client := &http.Client{Transport: &http.Transport{Proxy: nil}}
+	call := func(method, path, token string) (string, error) {
+		req, err := http.NewRequestWithContext(ctx, method, base+path, nil)
+		if err != nil {
+			return "", err
+		}
+		if token == "" {
+			req.Header.Set("X-Aws-Ec2-Metadata-Token-Ttl-Seconds", "60")
+		} else {
+			req.Header.Set("X-Aws-Ec2-Metadata-Token", token)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			return "", err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return "", fmt.Errorf("%s %s: %s", method, path, resp.Status)
+		}
+		return string(b), nil
+	}
+	token, err := call(http.MethodPut, "/latest/api/token", "")
+	if err != nil {
+		return err
+	}
+	roles, err := call(http.MethodGet, "/latest/meta-data/iam/security-credentials/", token)
+	if err != nil {
+		return err
+	}
+	role := strings.TrimSpace(strings.Split(roles, "\n")[0])
+	body, err := call(http.MethodGet, "/latest/meta-data/iam/security-credentials/"+role, token)
+	if err != nil {
+		return err
+	}
+	var doc struct{ Code, AccessKeyId string }
+	if err := json.Unmarshal([]byte(body), &doc); err != nil {
+		return fmt.Errorf("credentials document: %w", err)
+	}
+	fmt.Printf("role=%s code=%s key=%s", role, doc.Code, doc.AccessKeyId)
+	return nil
+}
+
+func udp(addr string) error {
+	c, err := net.Dial("udp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(clientTimeout)); err != nil {
+		return err
+	}
+	if _, err := c.Write([]byte("ping")); err != nil {
+		return err
+	}
+	buf := make([]byte, 1500)
+	n, err := c.Read(buf)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s", buf[:n])
+	return nil
+}
