@@ -17,6 +17,7 @@ const usage = `usage: podrole-sidecar <command> [flags]
 commands:
   init    redirect (or, with --block, reject) metadata traffic in this network namespace
   serve   serve the instance metadata credentials API for one role
+  wait    wait until the agent reports started (legacy sidecar mode's postStart hook)
 
 Every flag can also come from the environment as PODROLE_<NAME> (--role-arn: PODROLE_ROLE_ARN).
 Run "podrole-sidecar <command> -h" for its flags.
@@ -40,6 +41,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runInit(ctx, args[1:], stdout, stderr)
 	case "serve":
 		err = runServe(ctx, args[1:], stdout, stderr)
+	case "wait":
+		err = runWait(ctx, args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
