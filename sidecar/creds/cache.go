@@ -46,7 +46,7 @@ func DefaultPolicy() Policy {
 		RetryMin:      time.Second,
 		RetryMax:      time.Minute,
 		FetchTimeout:  30 * time.Second,
-		MaxWait:       400 * time.Millisecond,
+		MaxWait:       250 * time.Millisecond,
 	}
 }
 

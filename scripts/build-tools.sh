@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Builds third-party test tools into $PODROLE_CACHE/bin (default ~/.cache/podrole/bin) from the
+# Go module proxy. Each tool is built in a throwaway helper module under $PODROLE_CACHE, so its
+# dependencies never touch podrole's go.mod. Skips tools already built at the pinned version.
+set -euo pipefail
+cache="${PODROLE_CACHE:-$HOME/.cache/podrole}"
+bin="$cache/bin"
+mkdir -p "$bin"
+
+# build NAME MODULE VERSION PACKAGE: go build PACKAGE from MODULE@VERSION into $bin/NAME.
+build() {
+  local name="$1" module="$2" version="$3" pkg="$4"
+  local stamp="$bin/.$name.version"
+  if [[ -x "$bin/$name" && -f "$stamp" && "$(cat "$stamp")" == "$module@$version" ]]; then
+    return 0
+  fi
+  local helper="$cache/tools-src/$name"
+  rm -rf "$helper"
+  mkdir -p "$helper"
+  echo "build-tools: building $name from $module@$version"
+  (
+    cd "$helper"
+    export GOFLAGS=-mod=mod GOWORK=off
+    timeout 300 go mod init "podrole.local/tools/$name" >/dev/null 2>&1
+    timeout 300 go get "$module@$version" >get.log 2>&1 || { cat get.log >&2; exit 1; }
+    CGO_ENABLED=0 timeout 600 go build -trimpath -o "$bin/$name.tmp" "$pkg"
+  )
+  mv "$bin/$name.tmp" "$bin/$name"
+  echo "$module@$version" >"$stamp"
+}
+
+# The node IMDS stand-in of the conformance suite's security probes.
+build ec2-metadata-mock github.com/aws/amazon-ec2-metadata-mock v1.13.0 github.com/aws/amazon-ec2-metadata-mock/cmd/ec2-metadata-mock
