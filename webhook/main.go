@@ -1,0 +1,280 @@
+// Command podrole-webhook is the mutating admission webhook that gives pods
+// in labelled namespaces podrole's init step and agent. See README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/podrole/podrole/certs"
+	"github.com/podrole/podrole/envflag"
+	"github.com/podrole/podrole/webhook/mutate"
+	"github.com/podrole/podrole/webhook/nsinfo"
+	"github.com/podrole/podrole/webhook/server"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
+		fmt.Fprintf(os.Stderr, "podrole-webhook: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+// options are the webhook's flags.
+type options struct {
+	listen         string
+	probeListen    string
+	certDir        string
+	certReload     time.Duration
+	kubeconfig     string
+	selfSigned     bool
+	selfSecret     string
+	webhookConfig  string
+	serviceName    string
+	serviceNS      string
+	logLevel       string
+	nsResync       time.Duration
+	shutdownPeriod time.Duration
+	inject         mutate.Config
+}
+
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*options, error) {
+	o := &options{inject: mutate.DefaultConfig()}
+	fs := flag.NewFlagSet("podrole-webhook", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: podrole-webhook [flags]\n\nEvery flag can also come from the environment as PODROLE_<NAME> (--base-role-arn: PODROLE_BASE_ROLE_ARN).")
+		fs.PrintDefaults()
+	}
+	c := &o.inject
+	fs.StringVar(&o.listen, "listen", ":9443", "host:port of the HTTPS admission server (/mutate, /healthz, /readyz, /metrics)")
+	fs.StringVar(&o.probeListen, "probe-listen", ":8080", "host:port of plain-HTTP /healthz, /readyz and /metrics for kubelet probes and scraping; empty: off")
+	fs.StringVar(&o.certDir, "cert-dir", "", "directory holding tls.crt and tls.key (reloaded when they change); required unless --self-signed")
+	fs.DurationVar(&o.certReload, "cert-reload-interval", 2*time.Second, "how often --cert-dir is checked for a rotated certificate")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty: in-cluster service account")
+	fs.BoolVar(&o.selfSigned, "self-signed", false, "generate a CA and serving certificate, keep them in --self-signed-secret and write the CA to --webhook-config-name's caBundle")
+	fs.StringVar(&o.selfSecret, "self-signed-secret", "podrole-system/podrole-webhook-tls", "NAMESPACE/NAME of the Secret holding the self-signed CA and certificate")
+	fs.StringVar(&o.webhookConfig, "webhook-config-name", "podrole-webhook", "MutatingWebhookConfiguration whose caBundle --self-signed maintains")
+	fs.StringVar(&o.serviceName, "service-name", "podrole-webhook", "the webhook's Service name, for the self-signed certificate's DNS names")
+	fs.StringVar(&o.serviceNS, "service-namespace", "podrole-system", "the webhook's Service namespace, for the self-signed certificate's DNS names")
+	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	fs.DurationVar(&o.nsResync, "namespace-resync", 0, "namespace informer resync period (0: watch only)")
+	fs.DurationVar(&o.shutdownPeriod, "shutdown-grace-period", 10*time.Second, "how long in-flight requests may finish after SIGTERM")
+
+	fs.StringVar(&c.SidecarImage, "sidecar-image", c.SidecarImage, "the podrole-sidecar image injected as podrole-init and podrole-agent")
+	fs.Func("sidecar-image-pull-policy", "imagePullPolicy of the injected containers (Always, IfNotPresent, Never; default: the cluster's)", func(v string) error {
+		c.ImagePullPolicy = corev1.PullPolicy(v)
+		return nil
+	})
+	fs.StringVar(&c.BaseRoleARN, "base-role-arn", c.BaseRoleARN, "ARN prefix completing role names, e.g. arn:aws:iam::111122223333:role/ (trailing / optional)")
+	fs.StringVar(&c.Source, "source", c.Source, "where agents get base credentials: node (node role, then AssumeRole) or web-identity (projected token)")
+	fs.StringVar(&c.STSEndpoint, "sts-endpoint", c.STSEndpoint, "STS endpoint URL passed to agents (default: regional)")
+	fs.StringVar(&c.Region, "region", c.Region, "AWS region passed to agents (default: the node's)")
+	fs.StringVar(&c.NodeMetadataEndpoint, "node-metadata-endpoint", c.NodeMetadataEndpoint, "the node's IMDS URL passed to agents")
+	fs.BoolVar(&c.RequireAllowedRoles, "require-allowed-roles", c.RequireAllowedRoles, "refuse roles in namespaces without iam.amazonaws.com/allowed-roles or iam.amazonaws.com/permitted")
+	fs.StringVar(&c.DefaultRole, "default-role", c.DefaultRole, "role (name or ARN) for pods in labelled namespaces that ask for none; empty: such pods get the block step")
+	fs.StringVar(&c.SidecarMode, "sidecar-mode", c.SidecarMode, "native (agent is an init container with restartPolicy Always; Kubernetes 1.29+) or legacy (agent is the first container)")
+	fs.IntVar(&c.SidecarUID, "sidecar-uid", c.SidecarUID, "UID (and GID) of the agent, exempt from the redirect; pods running as it are refused")
+	fs.IntVar(&c.SidecarPort, "sidecar-port", c.SidecarPort, "agent's IMDS port on 127.0.0.1 (moved up when the pod declares it)")
+	fs.IntVar(&c.HealthPort, "health-port", c.HealthPort, "agent's health port for probes (moved up when the pod declares it)")
+
+	if err := envflag.Parse(fs, args, getenv); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q: podrole-webhook takes flags only", fs.Args())
+	}
+	return o, o.validate()
+}
+
+func (o *options) validate() error {
+	if err := o.inject.Validate(); err != nil {
+		return err
+	}
+	if _, _, err := net.SplitHostPort(o.listen); err != nil {
+		return fmt.Errorf("--listen=%q is not host:port: %w", o.listen, err)
+	}
+	if o.probeListen != "" {
+		if _, _, err := net.SplitHostPort(o.probeListen); err != nil {
+			return fmt.Errorf("--probe-listen=%q is not host:port: %w", o.probeListen, err)
+		}
+	}
+	switch {
+	case o.selfSigned && o.certDir != "":
+		return errors.New("--cert-dir and --self-signed both given: use --cert-dir with cert-manager (or any mounted kubernetes.io/tls Secret), or --self-signed, not both")
+	case !o.selfSigned && o.certDir == "":
+		return errors.New("no serving certificate: give --cert-dir (a directory with tls.crt and tls.key, e.g. a cert-manager Secret volume) or --self-signed")
+	}
+	if o.selfSigned {
+		ns, name, ok := strings.Cut(o.selfSecret, "/")
+		if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			return fmt.Errorf("--self-signed-secret=%q is not NAMESPACE/NAME: give e.g. podrole-system/podrole-webhook-tls", o.selfSecret)
+		}
+		if o.serviceName == "" || o.serviceNS == "" {
+			return errors.New("--self-signed needs --service-name and --service-namespace for the certificate's DNS names")
+		}
+	}
+	if o.certReload <= 0 {
+		return fmt.Errorf("--cert-reload-interval=%s must be positive", o.certReload)
+	}
+	if _, err := parseLevel(o.logLevel); err != nil {
+		return err
+	}
+	return nil
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("--log-level=%q is not valid: use debug, info, warn or error", s)
+	}
+	return l, nil
+}
+
+// run parses args, starts the servers and blocks until ctx is done.
+func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	o, err := parseFlags(args, getenv, stderr)
+	if err != nil {
+		return err
+	}
+	level, _ := parseLevel(o.logLevel)
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	restCfg, err := kubeConfig(o.kubeconfig)
+	if err != nil {
+		return err
+	}
+	restCfg.UserAgent = "podrole-webhook"
+	client, err := kubernetes.NewForConfig(restCfg)
+	if err != nil {
+		return fmt.Errorf("build Kubernetes client: %w", err)
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	store := &certs.Store{}
+	certReady := store.Ready
+	if o.selfSigned {
+		ns, name, _ := strings.Cut(o.selfSecret, "/")
+		ss := &certs.SelfSigned{
+			Client: client, SecretNamespace: ns, SecretName: name, WebhookConfigName: o.webhookConfig,
+			DNSNames: serviceNames(o.serviceName, o.serviceNS), Store: store, Logger: log.With("component", "self-signed"),
+		}
+		certReady = ss.Ready
+		go ss.Run(ctx, time.Hour)
+	} else {
+		src := &certs.FileSource{Dir: o.certDir, Store: store, Logger: log.With("component", "certs")}
+		if _, err := src.Load(); err != nil {
+			// Not fatal: the Secret volume may appear a moment later; readiness
+			// stays false until it does.
+			log.Warn("serving certificate not loaded yet", "error", err.Error())
+		}
+		go src.Run(ctx, o.certReload)
+	}
+
+	namespaces := nsinfo.New(client, o.nsResync)
+	namespaces.Start(ctx)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	srv, err := server.New(server.Options{
+		Config: o.inject, Namespaces: namespaces, Logger: log, Registry: reg,
+		Ready: []server.Check{
+			{Name: "certificate", Ready: certReady},
+			{Name: "namespace cache", Ready: func() error {
+				if !namespaces.Synced() {
+					return errors.New("namespace informer has not synced")
+				}
+				return nil
+			}},
+		},
+	})
+	if err != nil {
+		return err
+	}
+
+	admission := &http.Server{Handler: srv.Handler(), TLSConfig: store.TLSConfig(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	ln, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("listen on --listen=%s: %w", o.listen, err)
+	}
+	servers := []*http.Server{admission}
+	errc := make(chan error, 2)
+	go func() { errc <- serveErr("admission", admission.ServeTLS(ln, "", "")) }()
+	if o.probeListen != "" {
+		probe := &http.Server{Handler: srv.HealthHandler(), ReadHeaderTimeout: 10 * time.Second}
+		pln, err := net.Listen("tcp", o.probeListen)
+		if err != nil {
+			return fmt.Errorf("listen on --probe-listen=%s: %w", o.probeListen, err)
+		}
+		servers = append(servers, probe)
+		go func() { errc <- serveErr("probe", probe.Serve(pln)) }()
+	}
+	log.Info("podrole-webhook serving", "listen", ln.Addr().String(), "probe_listen", o.probeListen,
+		"source", o.inject.Source, "sidecar_mode", o.inject.SidecarMode, "sidecar_image", o.inject.SidecarImage,
+		"self_signed", o.selfSigned, "default_role", o.inject.DefaultRole, "require_allowed_roles", o.inject.RequireAllowedRoles)
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), o.shutdownPeriod)
+	defer scancel()
+	for _, s := range servers {
+		if serr := s.Shutdown(sctx); serr != nil && err == nil {
+			err = fmt.Errorf("shut down: %w", serr)
+		}
+	}
+	log.Info("podrole-webhook stopped")
+	return err
+}
+
+func serveErr(what string, err error) error {
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return fmt.Errorf("%s server: %w", what, err)
+}
+
+func kubeConfig(path string) (*rest.Config, error) {
+	if path == "" {
+		c, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("in-cluster Kubernetes config: %w (outside a cluster, pass --kubeconfig)", err)
+		}
+		return c, nil
+	}
+	c, err := clientcmd.BuildConfigFromFlags("", path)
+	if err != nil {
+		return nil, fmt.Errorf("load --kubeconfig=%s: %w", path, err)
+	}
+	return c, nil
+}
+
+// serviceNames are the DNS names the API server may use for the Service.
+func serviceNames(name, ns string) []string {
+	return []string{name + "." + ns + ".svc", name + "." + ns + ".svc.cluster.local", name + "." + ns, name}
+}

@@ -1,0 +1,85 @@
+package main
+
+import (
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/podrole/podrole/contract"
+)
+
+// TestFlags checks that every flag also comes from PODROLE_<NAME>, that the
+// command line wins, and that bad values stop the webhook at start with an
+// error naming the flag and the fix.
+func TestFlags(t *testing.T) {
+	ok := []string{"--cert-dir=/tls", "--sidecar-image=registry.example/s:1"}
+	tests := []struct {
+		name string
+		args []string
+		env  map[string]string
+		err  string
+		// check inspects a successful parse.
+		check func(t *testing.T, o *options)
+	}{
+		{name: "defaults", args: ok, check: func(t *testing.T, o *options) {
+			c := o.inject
+			if c.Source != contract.SourceNode || c.SidecarMode != contract.SidecarModeNative || c.SidecarUID != contract.DefaultSidecarUID ||
+				c.SidecarPort != contract.DefaultSidecarPort || c.HealthPort != contract.DefaultHealthPort || o.listen != ":9443" {
+				t.Errorf("defaults %+v", o)
+			}
+		}},
+		{name: "environment", args: []string{"--cert-dir=/tls"}, env: map[string]string{
+			"PODROLE_SIDECAR_IMAGE": "registry.example/s:2", "PODROLE_BASE_ROLE_ARN": "arn:aws:iam::111122223333:role",
+			"PODROLE_REQUIRE_ALLOWED_ROLES": "true", "PODROLE_SOURCE": "web-identity", "PODROLE_SIDECAR_PORT": "8181",
+		}, check: func(t *testing.T, o *options) {
+			c := o.inject
+			if c.SidecarImage != "registry.example/s:2" || c.BaseRoleARN != "arn:aws:iam::111122223333:role/" || !c.RequireAllowedRoles ||
+				c.Source != contract.SourceWebIdentity || c.SidecarPort != 8181 {
+				t.Errorf("from env: %+v", c)
+			}
+		}},
+		{name: "command line wins", args: append(ok, "--region=eu-west-1"), env: map[string]string{"PODROLE_REGION": "us-east-1"},
+			check: func(t *testing.T, o *options) {
+				if o.inject.Region != "eu-west-1" {
+					t.Errorf("region %q", o.inject.Region)
+				}
+			}},
+		{name: "self-signed", args: []string{"--self-signed", "--sidecar-image=x"}, check: func(t *testing.T, o *options) {
+			if !o.selfSigned || o.selfSecret != "podrole-system/podrole-webhook-tls" {
+				t.Errorf("%+v", o)
+			}
+		}},
+		{name: "no certificate", args: []string{"--sidecar-image=x"}, err: "give --cert-dir"},
+		{name: "both certificate modes", args: append(ok, "--self-signed"), err: "not both"},
+		{name: "bad secret ref", args: []string{"--self-signed", "--self-signed-secret=just-a-name"}, err: "is not NAMESPACE/NAME"},
+		{name: "bad base ARN", args: append(ok, "--base-role-arn=arn:aws:iam::1:role/"), err: "--base-role-arn"},
+		{name: "bad source", args: append(ok, "--source=instance"), err: `--source="instance" is not valid`},
+		{name: "bad mode", args: append(ok, "--sidecar-mode=sidecar"), err: "--sidecar-mode"},
+		{name: "root sidecar uid", args: append(ok, "--sidecar-uid=0"), err: "--sidecar-uid=0"},
+		{name: "port clash", args: append(ok, "--sidecar-port=9000", "--health-port=9000"), err: "both 9000"},
+		{name: "port range", args: append(ok, "--health-port=70000"), err: "--health-port=70000 is out of range"},
+		{name: "bad sts endpoint", args: append(ok, "--sts-endpoint=sts.amazonaws.com"), err: "--sts-endpoint"},
+		{name: "bad default role", args: append(ok, "--default-role=has space"), err: "--default-role"},
+		{name: "default role name without base", args: append(ok, "--default-role=reader"), err: "no --base-role-arn"},
+		{name: "bad pull policy", args: append(ok, "--sidecar-image-pull-policy=Sometimes"), err: "pull-policy"},
+		{name: "bad log level", args: append(ok, "--log-level=loud"), err: "--log-level"},
+		{name: "bad listen", args: append(ok, "--listen=9443"), err: "--listen"},
+		{name: "bad env value", args: ok, env: map[string]string{"PODROLE_SIDECAR_UID": "many"}, err: "PODROLE_SIDECAR_UID"},
+		{name: "stray argument", args: append(ok, "extra"), err: "unexpected arguments"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, err := parseFlags(tt.args, func(k string) string { return tt.env[k] }, io.Discard)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("error %v, want %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, o)
+		})
+	}
+}

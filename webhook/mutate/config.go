@@ -1,0 +1,98 @@
+// Package mutate turns a pod, its namespace and the webhook's configuration
+// into an admission decision: a JSONPatch that adds podrole's init step and
+// agent, or a denial. It is pure (no HTTP, no client-go): the server looks the
+// namespace up and hands it in.
+package mutate
+
+import (
+	"fmt"
+	"net/url"
+
+	"github.com/podrole/podrole/contract"
+	"github.com/podrole/podrole/webhook/policy"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Config is the webhook's injection configuration, fixed at start.
+type Config struct {
+	SidecarImage string `json:"sidecarImage,omitempty"`
+	// ImagePullPolicy of the injected containers; empty leaves the cluster default.
+	ImagePullPolicy corev1.PullPolicy `json:"imagePullPolicy,omitempty"`
+	// BaseRoleARN completes role names; with or without its trailing '/'.
+	BaseRoleARN          string `json:"baseRoleARN,omitempty"`
+	Source               string `json:"source,omitempty"`
+	STSEndpoint          string `json:"stsEndpoint,omitempty"`
+	Region               string `json:"region,omitempty"`
+	NodeMetadataEndpoint string `json:"nodeMetadataEndpoint,omitempty"`
+	RequireAllowedRoles  bool   `json:"requireAllowedRoles,omitempty"`
+	// DefaultRole is given to pods in a labelled namespace that ask for none.
+	DefaultRole string `json:"defaultRole,omitempty"`
+	SidecarMode string `json:"sidecarMode,omitempty"`
+	SidecarUID  int    `json:"sidecarUID,omitempty"`
+	// SidecarPort and HealthPort are the preferred ports; a pod that declares
+	// one of them gets the next free one.
+	SidecarPort int `json:"sidecarPort,omitempty"`
+	HealthPort  int `json:"healthPort,omitempty"`
+}
+
+// DefaultConfig returns the defaults of the webhook's injection flags.
+func DefaultConfig() Config {
+	return Config{
+		SidecarImage:         "ghcr.io/podrole/podrole-sidecar:latest",
+		Source:               contract.SourceNode,
+		NodeMetadataEndpoint: contract.DefaultNodeMetadataEndpoint,
+		SidecarMode:          contract.SidecarModeNative,
+		SidecarUID:           contract.DefaultSidecarUID,
+		SidecarPort:          contract.DefaultSidecarPort,
+		HealthPort:           contract.DefaultHealthPort,
+	}
+}
+
+// Validate checks c and normalizes BaseRoleARN; errors name the flag and the fix.
+func (c *Config) Validate() error {
+	if c.SidecarImage == "" {
+		return fmt.Errorf("--sidecar-image is required: give the podrole-sidecar image, e.g. ghcr.io/podrole/podrole-sidecar:v1")
+	}
+	base, err := policy.NormalizeBaseARN(c.BaseRoleARN)
+	if err != nil {
+		return fmt.Errorf("--base-role-arn: %w", err)
+	}
+	c.BaseRoleARN = base
+	if c.Source != contract.SourceNode && c.Source != contract.SourceWebIdentity {
+		return fmt.Errorf("--source=%q is not valid: use %q or %q", c.Source, contract.SourceNode, contract.SourceWebIdentity)
+	}
+	if c.SidecarMode != contract.SidecarModeNative && c.SidecarMode != contract.SidecarModeLegacy {
+		return fmt.Errorf("--sidecar-mode=%q is not valid: use %q (Kubernetes 1.29+) or %q", c.SidecarMode, contract.SidecarModeNative, contract.SidecarModeLegacy)
+	}
+	if c.SidecarUID < 1 || c.SidecarUID > 2147483647 {
+		return fmt.Errorf("--sidecar-uid=%d is not valid: give a non-root UID (1-2147483647) that no app image uses, e.g. %d", c.SidecarUID, contract.DefaultSidecarUID)
+	}
+	for name, p := range map[string]int{"sidecar-port": c.SidecarPort, "health-port": c.HealthPort} {
+		if p < 1 || p > 65535 {
+			return fmt.Errorf("--%s=%d is out of range: use 1-65535", name, p)
+		}
+	}
+	if c.SidecarPort == c.HealthPort {
+		return fmt.Errorf("--sidecar-port and --health-port are both %d: give them different ports", c.SidecarPort)
+	}
+	for name, v := range map[string]string{"sts-endpoint": c.STSEndpoint, "node-metadata-endpoint": c.NodeMetadataEndpoint} {
+		if v == "" {
+			continue
+		}
+		u, err := url.Parse(v)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("--%s=%q is not an http(s) URL: give e.g. https://sts.us-east-1.amazonaws.com", name, v)
+		}
+	}
+	if c.DefaultRole != "" {
+		if _, d := policy.ResolveRole(c.DefaultRole, c.BaseRoleARN); d != nil {
+			return fmt.Errorf("--default-role: %s", d.Message)
+		}
+	}
+	switch c.ImagePullPolicy {
+	case "", corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+	default:
+		return fmt.Errorf("--sidecar-image-pull-policy=%q is not valid: use Always, IfNotPresent or Never", c.ImagePullPolicy)
+	}
+	return nil
+}

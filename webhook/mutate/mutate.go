@@ -1,0 +1,244 @@
+package mutate
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/podrole/podrole/contract"
+	"github.com/podrole/podrole/webhook/policy"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Outcome is what the webhook did with a pod; it is also the metrics label.
+type Outcome string
+
+const (
+	// Injected: init step and agent added for a role.
+	Injected Outcome = "injected"
+	// Blocked: only the init step in block mode (the pod asked for no role).
+	Blocked Outcome = "blocked"
+	// Skipped: allowed unchanged (not selected, opted out, already injected, hostNetwork without role).
+	Skipped Outcome = "skipped"
+	// Denied: refused with a message.
+	Denied Outcome = "denied"
+)
+
+// StatusBlocked is the podrole.io/status value of pods that got only the
+// block step: they asked for no role, so metadata traffic is rejected.
+const StatusBlocked = "blocked"
+
+// Namespace is what the webhook knows about the pod's namespace.
+type Namespace struct {
+	Name        string            `json:"name"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// Result is the admission decision for one pod.
+type Result struct {
+	Outcome Outcome
+	// Patch is a JSONPatch (RFC 6902) for Injected and Blocked, else nil.
+	Patch []byte
+	// Message is the denial shown to the user, or why the pod was skipped.
+	Message string
+	// Warnings are returned to the client (kubectl prints them).
+	Warnings []string
+	// RoleARN is the resolved role of an injected pod.
+	RoleARN string
+}
+
+// Mutate decides what to do with pod, created in ns, under cfg. cfg must
+// have passed Validate. pod is not modified.
+func Mutate(pod *corev1.Pod, ns Namespace, cfg Config) Result {
+	// The webhook configuration's selectors already filter these; checking
+	// again means a misconfigured selector cannot make us touch other pods.
+	if ns.Labels[contract.LabelInject] != contract.InjectEnabled {
+		return Result{Outcome: Skipped, Message: fmt.Sprintf("namespace %q is not labelled %s=%s", ns.Name, contract.LabelInject, contract.InjectEnabled)}
+	}
+	if ns.Name == "kube-system" {
+		return Result{Outcome: Skipped, Message: "kube-system is never injected"}
+	}
+	if pod.Labels[contract.LabelInject] == contract.InjectDisabled {
+		return Result{Outcome: Skipped, Message: fmt.Sprintf("pod is labelled %s=%s", contract.LabelInject, contract.InjectDisabled)}
+	}
+	if _, ok := pod.Annotations[contract.AnnotationStatus]; ok {
+		return verifyInjected(pod, ns, cfg)
+	}
+
+	role := strings.TrimSpace(pod.Annotations[contract.AnnotationRole])
+	asked := role != ""
+	if !asked {
+		role = cfg.DefaultRole
+	}
+
+	if pod.Spec.HostNetwork {
+		if asked {
+			return denied("pod %s uses hostNetwork: true, so podrole cannot confine its metadata traffic (the redirect would land on the node); remove hostNetwork or the %s annotation",
+				podName(pod), contract.AnnotationRole)
+		}
+		// A host-network pod that asked for nothing shares the node's network:
+		// neither a block nor a default role can apply to it. Refusing it would
+		// break node agents whenever a namespace is labelled, so it is let
+		// through unchanged with a warning (README: "hostNetwork pods").
+		return Result{Outcome: Skipped, Message: "hostNetwork pod without a role",
+			Warnings: []string{fmt.Sprintf("podrole: pod %s uses hostNetwork, so podrole cannot block its metadata traffic; it can reach the node's instance metadata service", podName(pod))}}
+	}
+	if d := checkUIDs(pod, cfg.SidecarUID); d != "" {
+		return denied("%s", d)
+	}
+	// Without the status annotation these names are not ours: injecting would
+	// fail validation with a duplicate name, so say what to change instead.
+	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
+		if c.Name == contract.InitContainerName || c.Name == contract.AgentContainerName {
+			return denied("pod %s has a container named %q, which podrole reserves for its injected containers; rename it", podName(pod), c.Name)
+		}
+	}
+
+	if role == "" {
+		return block(pod, cfg)
+	}
+	return inject(pod, ns, role, cfg)
+}
+
+func denied(format string, args ...any) Result {
+	return Result{Outcome: Denied, Message: "podrole: " + fmt.Sprintf(format, args...)}
+}
+
+func podName(pod *corev1.Pod) string {
+	switch {
+	case pod.Name != "":
+		return fmt.Sprintf("%q", pod.Name)
+	case pod.GenerateName != "":
+		return fmt.Sprintf("%q", pod.GenerateName+"*")
+	}
+	return "(unnamed)"
+}
+
+// checkUIDs refuses pods with a container that would run as the agent's UID:
+// its traffic is excluded from the redirect, so it would reach the node's IMDS.
+func checkUIDs(pod *corev1.Pod, uid int) string {
+	fix := fmt.Sprintf("traffic from UID %d is exempt from podrole's redirect (it is the agent's), so a container running as it could reach the node's metadata service; run it as another UID", uid)
+	if sc := pod.Spec.SecurityContext; sc != nil && sc.RunAsUser != nil && *sc.RunAsUser == int64(uid) {
+		return fmt.Sprintf("pod %s sets securityContext.runAsUser=%d: %s", podName(pod), uid, fix)
+	}
+	check := func(kind, name string, sc *corev1.SecurityContext) string {
+		if sc != nil && sc.RunAsUser != nil && *sc.RunAsUser == int64(uid) {
+			return fmt.Sprintf("%s %q of pod %s runs as UID %d: %s", kind, name, podName(pod), uid, fix)
+		}
+		return ""
+	}
+	for _, c := range pod.Spec.InitContainers {
+		if d := check("init container", c.Name, c.SecurityContext); d != "" {
+			return d
+		}
+	}
+	for _, c := range pod.Spec.Containers {
+		if d := check("container", c.Name, c.SecurityContext); d != "" {
+			return d
+		}
+	}
+	for _, c := range pod.Spec.EphemeralContainers {
+		if d := check("ephemeral container", c.Name, c.SecurityContext); d != "" {
+			return d
+		}
+	}
+	return ""
+}
+
+// block gives a pod that asked for no role the init step in block mode.
+func block(pod *corev1.Pod, cfg Config) Result {
+	port, _ := choosePorts(pod, cfg)
+	init := initContainer(cfg, contract.InitConfig{Port: port, ExcludeUID: cfg.SidecarUID, IPv6: contract.IPv6Auto, Block: true})
+	var p patch
+	p.prependInit(pod, init)
+	p.annotate(pod, map[string]string{contract.AnnotationStatus: StatusBlocked})
+	return Result{Outcome: Blocked, Patch: p.bytes()}
+}
+
+// inject resolves and checks role, then adds the init step and the agent.
+func inject(pod *corev1.Pod, ns Namespace, role string, cfg Config) Result {
+	arn, d := policy.ResolveRole(role, cfg.BaseRoleARN)
+	if d != nil {
+		return Result{Outcome: Denied, Message: d.Message}
+	}
+	if d := policy.CheckNamespace(policy.Namespace{Name: ns.Name, Annotations: ns.Annotations}, role, arn, cfg.BaseRoleARN, cfg.RequireAllowedRoles); d != nil {
+		return Result{Outcome: Denied, Message: d.Message}
+	}
+	serve := contract.DefaultServeConfig()
+	serve.RoleARN = arn
+	serve.Source = cfg.Source
+	serve.STSEndpoint = cfg.STSEndpoint
+	serve.Region = cfg.Region
+	serve.NodeMetadataEndpoint = cfg.NodeMetadataEndpoint
+	if v, ok := pod.Annotations[contract.AnnotationExternalID]; ok {
+		if d := policy.CheckExternalID(v); d != nil {
+			return Result{Outcome: Denied, Message: d.Message}
+		}
+		serve.ExternalID = v
+	}
+	if v, ok := pod.Annotations[contract.AnnotationSessionName]; ok {
+		if d := policy.CheckSessionName(v); d != nil {
+			return Result{Outcome: Denied, Message: d.Message}
+		}
+		serve.SessionName = v
+	}
+
+	port, health := choosePorts(pod, cfg)
+	serve.Listen = fmt.Sprintf("127.0.0.1:%d", port)
+	serve.HealthListen = fmt.Sprintf(":%d", health)
+
+	var p patch
+	init := initContainer(cfg, contract.InitConfig{Port: port, ExcludeUID: cfg.SidecarUID, IPv6: contract.IPv6Auto})
+	agent := agentContainer(cfg, serve, health)
+	if cfg.Source == contract.SourceWebIdentity {
+		vol := tokenVolume(pod)
+		agent.VolumeMounts = []corev1.VolumeMount{{Name: vol.Name, MountPath: tokenDir(), ReadOnly: true}}
+		p.appendVolume(pod, vol)
+	}
+	if cfg.SidecarMode == contract.SidecarModeLegacy {
+		holdApp(&agent, health)
+		p.prependInit(pod, init)
+		p.prependContainer(pod, agent)
+	} else {
+		always := corev1.ContainerRestartPolicyAlways
+		agent.RestartPolicy = &always
+		p.prependInit(pod, init, agent)
+	}
+	p.annotate(pod, map[string]string{contract.AnnotationStatus: contract.StatusInjected, contract.AnnotationRoleARN: arn})
+	return Result{Outcome: Injected, Patch: p.bytes(), RoleARN: arn}
+}
+
+// choosePorts returns the agent's IMDS and health ports: the configured ones,
+// each moved up to the next port no container of the pod declares.
+func choosePorts(pod *corev1.Pod, cfg Config) (port, health int) {
+	used := map[int]bool{}
+	mark := func(cs []corev1.Container) {
+		for _, c := range cs {
+			for _, p := range c.Ports {
+				used[int(p.ContainerPort)] = true
+			}
+		}
+	}
+	mark(pod.Spec.InitContainers)
+	mark(pod.Spec.Containers)
+	for _, c := range pod.Spec.EphemeralContainers {
+		for _, p := range c.Ports {
+			used[int(p.ContainerPort)] = true
+		}
+	}
+	free := func(p int) int {
+		// A pod declares at most a few thousand ports, so this terminates well
+		// inside the range; wrap to 1024 rather than leave it.
+		for used[p] {
+			p++
+			if p > 65535 {
+				p = 1024
+			}
+		}
+		used[p] = true
+		return p
+	}
+	port = free(cfg.SidecarPort)
+	health = free(cfg.HealthPort)
+	return port, health
+}

@@ -1,0 +1,73 @@
+package nsinfo
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
+)
+
+func ns(name string, labels map[string]string) *corev1.Namespace {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels,
+		Annotations:   map[string]string{"iam.amazonaws.com/allowed-roles": `["a"]`},
+		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}}}
+}
+
+// TestCache: lookups before the informer has synced fall back to a GET;
+// after, the cache answers and follows label changes; unknown namespaces are
+// an error (the server then refuses the pod).
+func TestCache(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	client := fake.NewClientset(ns("team-a", map[string]string{"podrole.io/inject": "enabled"}))
+	c := New(client, 0)
+
+	got, err := c.Namespace(ctx, "team-a")
+	if err != nil || got.Labels["podrole.io/inject"] != "enabled" || got.Annotations["iam.amazonaws.com/allowed-roles"] != `["a"]` {
+		t.Fatalf("before sync (GET fallback): %+v, %v", got, err)
+	}
+	if c.Synced() {
+		t.Fatal("synced before start")
+	}
+	c.Start(ctx)
+	for !c.Synced() {
+		select {
+		case <-ctx.Done():
+			t.Fatal("informer never synced")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+
+	// Label change arrives through the watch.
+	n, _ := client.CoreV1().Namespaces().Get(ctx, "team-a", metav1.GetOptions{})
+	n.Labels = map[string]string{"podrole.io/inject": "disabled"}
+	if _, err := client.CoreV1().Namespaces().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		got, err := c.Namespace(ctx, "team-a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Labels["podrole.io/inject"] == "disabled" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("label change never reached the cache")
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	cached, err := c.lister.Get("team-a")
+	if err != nil || len(cached.ManagedFields) != 0 {
+		t.Fatalf("cache keeps managed fields: %v %v", cached, err)
+	}
+
+	if _, err := c.Namespace(ctx, "missing"); err == nil || !strings.Contains(err.Error(), `get namespace "missing"`) {
+		t.Fatalf("missing namespace: %v", err)
+	}
+}
