@@ -26,6 +26,26 @@ deps:
 kube:
 	scripts/build-k8s.sh
 
+## cluster-up: a real single-node cluster (containerd, etcd, apiserver, controller-manager, scheduler, kubelet) + AWS stand-ins; prints the kubeconfig
+cluster-up:
+	e2e/cluster/up.sh
+
+## cluster-down: stop it all, leave no process/mount/netns/link/rule (WIPE=1 also deletes the state)
+cluster-down:
+	e2e/cluster/down.sh
+
+## images: localhost/podrole-{webhook,sidecar}:dev, the e2e app and pause, built with mkimage and imported into containerd
+images:
+	e2e/cluster/images.sh
+
+## e2e: the end-to-end suite against the running cluster (make cluster-up images first)
+e2e:
+	PODROLE_STRICT=1 go test -tags e2e -count=1 -timeout 20m -v ./e2e/...
+
+## demo: from a fresh machine: build, cluster up, install, narrated run of scenarios 1 and 2
+demo:
+	e2e/demo.sh
+
 ## unit: every Go test that needs no cluster (root-only and real-client tests included)
 unit: build
 	PODROLE_STRICT=1 go test -count=1 ./...

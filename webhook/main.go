@@ -96,7 +96,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 	fs.BoolVar(&c.RequireAllowedRoles, "require-allowed-roles", c.RequireAllowedRoles, "refuse roles in namespaces without iam.amazonaws.com/allowed-roles or iam.amazonaws.com/permitted")
 	fs.StringVar(&c.DefaultRole, "default-role", c.DefaultRole, "role (name or ARN) for pods in labelled namespaces that ask for none; empty: such pods get the block step")
 	fs.StringVar(&c.SidecarMode, "sidecar-mode", c.SidecarMode, "native (agent is an init container with restartPolicy Always; Kubernetes 1.29+) or legacy (agent is the first container)")
-	fs.IntVar(&c.SidecarUID, "sidecar-uid", c.SidecarUID, "UID (and GID) of the agent, exempt from the redirect; pods running as it are refused")
+	fs.IntVar(&c.SidecarUID, "sidecar-uid", c.SidecarUID, "UID (and GID) of the agent, exempt from the redirect; pods that get an agent and run as it are refused")
+	fs.BoolVar(&c.AllowNetAdmin, "allow-net-admin", c.AllowNetAdmin, "admit pods whose containers add NET_ADMIN (service mesh init containers); WEAKENS protection: such a container can delete podrole's rules and reach the node's metadata service")
 	fs.IntVar(&c.SidecarPort, "sidecar-port", c.SidecarPort, "agent's IMDS port on 127.0.0.1 (moved up when the pod declares it)")
 	fs.IntVar(&c.HealthPort, "health-port", c.HealthPort, "agent's health port for probes (moved up when the pod declares it)")
 

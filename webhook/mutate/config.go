@@ -33,6 +33,11 @@ type Config struct {
 	// one of them gets the next free one.
 	SidecarPort int `json:"sidecarPort,omitempty"`
 	HealthPort  int `json:"healthPort,omitempty"`
+	// AllowNetAdmin admits pods whose containers add NET_ADMIN (service mesh
+	// init containers such as istio-init need it). Such a container can
+	// delete podrole's rules, so this weakens the guarantee; privileged
+	// containers, SYS_ADMIN and ALL stay refused.
+	AllowNetAdmin bool `json:"allowNetAdmin,omitempty"`
 }
 
 // DefaultConfig returns the defaults of the webhook's injection flags.

@@ -83,7 +83,15 @@ func Mutate(pod *corev1.Pod, ns Namespace, cfg Config) Result {
 		return Result{Outcome: Skipped, Message: "hostNetwork pod without a role",
 			Warnings: []string{fmt.Sprintf("podrole: pod %s uses hostNetwork, so podrole cannot block its metadata traffic; it can reach the node's instance metadata service", podName(pod))}}
 	}
-	if d := checkUIDs(pod, cfg.SidecarUID); d != "" {
+	// The agent's UID is exempt only from the redirect; the block step
+	// rejects metadata traffic from every UID, so a pod that gets no agent
+	// may run as it.
+	if role != "" {
+		if d := checkUIDs(pod, cfg.SidecarUID); d != "" {
+			return denied("%s", d)
+		}
+	}
+	if d := checkNetworkPrivileges(pod, cfg.AllowNetAdmin); d != "" {
 		return denied("%s", d)
 	}
 	// Without the status annotation these names are not ours: injecting would

@@ -1,0 +1,12 @@
+// Package e2e is the end-to-end suite: it drives a real local cluster
+// (make cluster-up) with podrole installed like a user would (kubectl apply
+// -k e2e/manifests), from the outside — kubectl, the apiserver and the AWS
+// stand-ins — and imports no product code. The tests are behind the build
+// tag e2e:
+//
+//	make cluster-up images e2e
+//	go test -tags e2e -count=1 -timeout 20m ./e2e/...
+//
+// e2e/cluster holds the harness scripts, e2e/cmd the test binaries baked
+// into images (app, pause), e2e/tools/mkimage the registry-less image builder.
+package e2e

@@ -1,0 +1,87 @@
+package mutate
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/podrole/podrole/contract"
+	corev1 "k8s.io/api/core/v1"
+)
+
+// checkNetworkPrivileges refuses pods with a container (init, regular or
+// ephemeral) that could rewrite the netfilter rules podrole-init installs in
+// the pod's shared network namespace: privileged, or adding NET_ADMIN,
+// SYS_ADMIN or ALL. The pod's own init containers run after podrole-init, so
+// even they could undo it. Such a container could then reach the node's
+// metadata service and the node role, so the pod cannot be protected, whether
+// it gets an agent or only the block step. With allowNetAdmin, NET_ADMIN alone
+// is let through (service mesh init containers need it).
+//
+// NET_RAW is deliberately not refused: it is in the runtimes' default set,
+// and the README documents the raw-socket limit.
+func checkNetworkPrivileges(pod *corev1.Pod, allowNetAdmin bool) string {
+	optOut := fmt.Sprintf("or, if the pod must run unprotected, label it %s=%s (it then gets no role and no metadata block)",
+		contract.LabelInject, contract.InjectDisabled)
+	check := func(kind, name string, sc *corev1.SecurityContext) string {
+		if sc == nil {
+			return ""
+		}
+		if sc.Privileged != nil && *sc.Privileged {
+			return fmt.Sprintf("%s %q of pod %s is privileged: it could delete podrole's metadata rules in the pod's network namespace and reach the node's instance metadata service (the node role); set privileged: false and add only the capabilities it needs, %s",
+				kind, name, podName(pod), optOut)
+		}
+		if sc.Capabilities == nil {
+			return ""
+		}
+		for _, c := range sc.Capabilities.Add {
+			canon := canonicalCapability(string(c))
+			switch canon {
+			case "NET_ADMIN":
+				if allowNetAdmin {
+					continue
+				}
+			case "SYS_ADMIN", "ALL":
+			default:
+				continue
+			}
+			what := fmt.Sprintf("%q", string(c))
+			if canon != string(c) {
+				what += " (" + canon + ")"
+			}
+			msg := fmt.Sprintf("%s %q of pod %s adds capability %s: it could delete podrole's metadata rules in the pod's network namespace and reach the node's instance metadata service (the node role); drop it from securityContext.capabilities.add, %s",
+				kind, name, podName(pod), what, optOut)
+			if canon == "NET_ADMIN" {
+				msg += "; for service mesh init containers a cluster admin can start the webhook with --allow-net-admin"
+			}
+			return msg
+		}
+		return ""
+	}
+	for _, c := range pod.Spec.InitContainers {
+		if d := check("init container", c.Name, c.SecurityContext); d != "" {
+			return d
+		}
+	}
+	for _, c := range pod.Spec.Containers {
+		if d := check("container", c.Name, c.SecurityContext); d != "" {
+			return d
+		}
+	}
+	for _, c := range pod.Spec.EphemeralContainers {
+		if d := check("ephemeral container", c.Name, c.SecurityContext); d != "" {
+			return d
+		}
+	}
+	return ""
+}
+
+// canonicalCapability names a capability the way the container runtimes
+// read it: case-insensitive, with or without the "CAP_" prefix ("cap_sys_admin"
+// and "Sys_Admin" both grant SYS_ADMIN).
+func canonicalCapability(c string) string {
+	c = strings.ToUpper(c)
+	if strings.HasPrefix(c, "CAP_") {
+		return c[len("CAP_"):]
+	}
+	return c
+}
