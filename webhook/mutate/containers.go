@@ -81,10 +81,13 @@ func agentContainer(cfg Config, serve contract.ServeConfig, health int) corev1.C
 		},
 		Ports: []corev1.ContainerPort{{Name: "podrole-health", ContainerPort: int32(health), Protocol: corev1.ProtocolTCP}},
 		// Started means the first credentials are cached; the kubelet starts the
-		// next container only after this passes.
-		StartupProbe:   probe(contract.PathStarted, 1, startupFailureThreshold),
-		ReadinessProbe: probe(contract.PathReadyz, 5, 3),
-		LivenessProbe:  probe(contract.PathHealthz, 10, 3),
+		// next container only after this passes. There is deliberately no
+		// readiness probe: a native sidecar's readiness gates the pod's, so an STS
+		// blip would take every pod of a Service out of its endpoints at once,
+		// and each pod's Ready would wait up to a probe period after start. The
+		// agent's /readyz and its metrics are there for people and alerts.
+		StartupProbe:  probe(contract.PathStarted, 1, startupFailureThreshold),
+		LivenessProbe: probe(contract.PathHealthz, 10, 3),
 		Resources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")},
 			Limits:   corev1.ResourceList{corev1.ResourceMemory: resource.MustParse("64Mi")},
