@@ -56,3 +56,15 @@ test:
 
 clean:
 	rm -rf bin
+
+## bench: every performance figure beside its reference, with targets (see README "Performance")
+bench:
+	scripts/bench.sh
+
+## fuzz: every fuzz target for FUZZTIME (default 30s); reports new crashers
+fuzz:
+	scripts/fuzz.sh
+
+## tools: third-party test tools (amazon-ec2-metadata-mock) into $(PODROLE_CACHE)/bin
+tools:
+	scripts/build-tools.sh

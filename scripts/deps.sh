@@ -9,3 +9,5 @@ if ((${#missing[@]})); then
   timeout 300 apt-get update -qq
   DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# The real AWS clients of the conformance suite (botocore, npm modules for the JS SDK v3).
+"$(dirname "$0")/deps-clients.sh"

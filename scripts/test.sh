@@ -44,10 +44,8 @@ echo "log: $KLOG (pid $kpid)"
 
 section "deps (apt)"
 step deps scripts/deps.sh || { wait "$kpid"; finish; }
-if [[ -x scripts/build-tools.sh ]]; then
-  section "tools (scripts/build-tools.sh)"
-  step tools scripts/build-tools.sh
-fi
+section "tools (scripts/build-tools.sh)"
+step tools scripts/build-tools.sh
 
 section "build"
 step build make -s build || { wait "$kpid"; finish; }

@@ -31,7 +31,6 @@ type options struct {
 	only     map[string]bool
 	duration time.Duration
 	sidecar  string
-	webhook  string
 	mock     string
 	work     string
 	images   string
@@ -73,11 +72,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		cache = filepath.Join(home, ".cache", "podrole")
 	}
 	fs := flag.NewFlagSet("podrole-bench", flag.ContinueOnError)
-	only := fs.String("only", "imds,first,sts,footprint,webhook", "sections to run (comma-separated)")
+	only := fs.String("only", "imds,first,sts,footprint", "sections to run (comma-separated); the webhook and pod start-up sections are go tests run by scripts/bench.sh")
 	var o options
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "measuring time per load point")
 	fs.StringVar(&o.sidecar, "sidecar", "bin/podrole-sidecar", "podrole-sidecar binary")
-	fs.StringVar(&o.webhook, "webhook", "bin/podrole-webhook", "podrole-webhook binary")
 	fs.StringVar(&o.mock, "mock", filepath.Join(cache, "bin", "ec2-metadata-mock"), "amazon-ec2-metadata-mock binary (reference)")
 	fs.StringVar(&o.images, "images", filepath.Join(envOr("PODROLE_WORK", "/var/tmp/podrole-cluster"), "images"), "folder of image tarballs from make images")
 	fs.StringVar(&o.stsConf, "sts-config", "stsdouble/testdata/config.json", "STS double configuration")
@@ -103,7 +101,6 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		{"first", benchFirstCredentials},
 		{"sts", benchSTSEconomy},
 		{"footprint", benchFootprint},
-		{"webhook", benchWebhook},
 	}
 	var failed []string
 	for _, s := range sections {
@@ -133,8 +130,6 @@ func envOr(k, def string) string {
 func serveReference(ctx context.Context, which string, args []string) error {
 	fs := flag.NewFlagSet(which, flag.ContinueOnError)
 	listen := fs.String("listen", "127.0.0.1:0", "")
-	cert := fs.String("cert", "", "TLS certificate (webhook)")
-	key := fs.String("key", "", "TLS key (webhook)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -142,8 +137,6 @@ func serveReference(ctx context.Context, which string, args []string) error {
 	switch which {
 	case "serve-trivial-imds":
 		h = bench.TrivialIMDS()
-	case "serve-trivial-webhook":
-		h = bench.TrivialWebhook()
 	default:
 		return fmt.Errorf("unknown reference %q", which)
 	}
@@ -153,12 +146,7 @@ func serveReference(ctx context.Context, which string, args []string) error {
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go func() { <-ctx.Done(); srv.Close() }()
-	if *cert != "" {
-		err = srv.ServeTLS(ln, *cert, *key)
-	} else {
-		err = srv.Serve(ln)
-	}
-	if err == http.ErrServerClosed {
+	if err = srv.Serve(ln); err == http.ErrServerClosed {
 		return nil
 	}
 	return err

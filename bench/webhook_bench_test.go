@@ -1,0 +1,218 @@
+package bench
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/podrole/podrole/certs"
+	"github.com/podrole/podrole/internal/kubetest"
+)
+
+// TestMain lets this test binary double as the trivial reference webhook, so
+// that the reference runs as a process of its own, pinned like podrole's.
+func TestMain(m *testing.M) {
+	if addr := os.Getenv("PODROLE_BENCH_TRIVIAL_WEBHOOK"); addr != "" {
+		srv := &http.Server{Addr: addr, Handler: TrivialWebhook(), ReadHeaderTimeout: 5 * time.Second}
+		if err := srv.ListenAndServeTLS(os.Getenv("PODROLE_BENCH_CERT"), os.Getenv("PODROLE_BENCH_KEY")); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		return
+	}
+	os.Exit(m.Run())
+}
+
+// TestWebhookFigures is section 5 of `make bench`: /mutate for a typical pod
+// over TLS, HTTP/1.1 and HTTP/2, at concurrency 1, 8 and 64, beside a trivial
+// HTTPS server that decodes the review and returns a fixed patch. It prints
+// figures and verdicts; it asserts only that every admission succeeded.
+// It runs only under `make bench` (PODROLE_BENCH=1): it takes minutes.
+func TestWebhookFigures(t *testing.T) {
+	if os.Getenv("PODROLE_BENCH") != "1" {
+		t.Skip("a benchmark, not a test: run `make bench`")
+	}
+	bin, err := filepath.Abs(envOr("PODROLE_WEBHOOK_BIN", "../bin/podrole-webhook"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("%s missing: run `make build`", bin)
+	}
+	dur := 5 * time.Second
+	if d, err := time.ParseDuration(os.Getenv("PODROLE_BENCH_DURATION")); err == nil {
+		dur = d
+	}
+	ctx := context.Background()
+	cluster := kubetest.Start(t, kubetest.Options{})
+	cluster.Namespace(ctx, t, "shop", map[string]string{"podrole.io/inject": "enabled"},
+		map[string]string{"iam.amazonaws.com/allowed-roles": `["checkout-*"]`})
+
+	dir := t.TempDir()
+	ca, err := certs.NewCA("podrole-bench-ca", time.Now(), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := ca.Issue("127.0.0.1", []string{"127.0.0.1"}, nil, true, false, time.Now(), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string][]byte{"tls.crt": kp.CertPEM, "tls.key": kp.KeyPEM, "ca.crt": ca.CertPEM} {
+		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(ca.CertPEM)
+	body, err := TypicalPodReview("shop")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	type server struct {
+		name string
+		cmd  *exec.Cmd
+		url  string
+	}
+	start := func(name string, env []string, argv ...string) server {
+		port := mustPort(t)
+		probe := mustPort(t)
+		addr := "127.0.0.1:" + strconv.Itoa(port)
+		args := append([]string{"-c", "0"}, argv...)
+		if name == "podrole-webhook" {
+			args = append(args, "--listen="+addr, "--probe-listen=127.0.0.1:"+strconv.Itoa(probe))
+		} else {
+			env = append(env, "PODROLE_BENCH_TRIVIAL_WEBHOOK="+addr)
+		}
+		cmd := exec.Command("taskset", args...)
+		cmd.Env = append(os.Environ(), env...)
+		logf, err := os.Create(filepath.Join(dir, logName(name)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("start %s: %v", name, err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		url := "https://" + addr + "/mutate"
+		// Ready means the namespace cache is synced: a first admission proves it.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			c := NewWebhookClient(url, body, roots, false, 1, `"patch":"`)
+			err := c.Admit(ctx)
+			c.Close()
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				b, _ := os.ReadFile(filepath.Join(dir, logName(name)))
+				t.Fatalf("%s never admitted the typical pod: %v\n%s", name, err, b)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return server{name: name, cmd: cmd, url: url}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	servers := []server{
+		start("podrole-webhook", nil, bin, "--cert-dir="+dir, "--kubeconfig="+cluster.Kubeconfig,
+			"--sidecar-image=localhost/podrole-sidecar:dev", "--base-role-arn=arn:aws:iam::111122223333:role/",
+			"--region=eu-west-1", "--log-level=warn"),
+		start("trivial net/http", []string{"PODROLE_BENCH_CERT=" + filepath.Join(dir, "tls.crt"), "PODROLE_BENCH_KEY=" + filepath.Join(dir, "tls.key")}, self),
+	}
+
+	type row struct {
+		server, proto string
+		conc          int
+		res           Result
+		cpu           time.Duration
+	}
+	var rows []row
+	for _, h2 := range []bool{false, true} {
+		for _, conc := range []int{1, 8, 64} {
+			for _, s := range servers {
+				c := NewWebhookClient(s.url, body, roots, h2, conc, `"patch":"`)
+				Load(ctx, conc, dur/5, c.Admit) // warm-up
+				cpu0, err := CPUTime(s.cmd.Process.Pid)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r := Load(ctx, conc, dur, c.Admit)
+				cpu1, _ := CPUTime(s.cmd.Process.Pid)
+				c.Close()
+				var per time.Duration
+				if r.Ops > 0 {
+					per = (cpu1 - cpu0) / time.Duration(r.Ops)
+				}
+				if r.Errors > 0 {
+					t.Errorf("%s %s conc %d: %d errors, first: %v", s.name, c.Proto, conc, r.Errors, r.FirstError)
+				}
+				rows = append(rows, row{s.name, c.Proto, conc, r, per})
+			}
+		}
+	}
+	var out strings.Builder
+	fmt.Fprintf(&out, "## 5. Webhook: /mutate for a typical pod over TLS (server on CPU 0, client on CPU 1)\n")
+	fmt.Fprintf(&out, "target: >= 85%% of the trivial server's admissions/s, CPU/admission <= 1.3x its, RSS < 20 MiB after load\n\n")
+	fmt.Fprintf(&out, "| server | proto | conc | adm/s | p50 | p99 | CPU/adm | errors |\n|---|---|---|---|---|---|---|---|\n")
+	for _, r := range rows {
+		fmt.Fprintf(&out, "| %s | %s | %d | %.0f | %s | %s | %s | %d |\n", r.server, r.proto, r.conc, r.res.OpsPerSec(),
+			fmtDur(r.res.P50), fmtDur(r.res.P99), fmtDur(r.cpu), r.res.Errors)
+	}
+	fmt.Fprintln(&out)
+	for i := 0; i+1 < len(rows); i += 2 {
+		p, ref := rows[i], rows[i+1]
+		thr := p.res.OpsPerSec() / ref.res.OpsPerSec()
+		cpu := float64(p.cpu) / float64(max(ref.cpu, time.Microsecond))
+		fmt.Fprintf(&out, "%s conc %d: throughput %.0f%% of trivial: %s; CPU/adm %.2fx: %s\n", p.proto, p.conc,
+			100*thr, Verdict(thr >= 0.85, "below 85%%"), cpu, Verdict(cpu <= 1.3, "above 1.3x"))
+	}
+	rss, err := RSS(servers[0].cmd.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refRSS, _ := RSS(servers[1].cmd.Process.Pid)
+	fmt.Fprintf(&out, "\npodrole-webhook RSS after load: %.1f MiB (trivial: %.1f MiB): %s\n\n", float64(rss)/(1<<20), float64(refRSS)/(1<<20),
+		Verdict(rss < 20<<20, "%.1f MiB", float64(rss)/(1<<20)))
+	fmt.Print(out.String())
+	if p := os.Getenv("PODROLE_BENCH_OUT"); p != "" {
+		if err := os.WriteFile(p, []byte(out.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func mustPort(t *testing.T) int {
+	p, err := FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func fmtDur(d time.Duration) string {
+	if d >= time.Millisecond {
+		return d.Round(10 * time.Microsecond).String()
+	}
+	return d.Round(100 * time.Nanosecond).String()
+}
+
+func logName(server string) string { return strings.NewReplacer(" ", "-", "/", "-").Replace(server) + ".log" }
