@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,20 +17,6 @@ import (
 	"github.com/podrole/podrole/certs"
 	"github.com/podrole/podrole/internal/kubetest"
 )
-
-// TestMain lets this test binary double as the trivial reference webhook, so
-// that the reference runs as a process of its own, pinned like podrole's.
-func TestMain(m *testing.M) {
-	if addr := os.Getenv("PODROLE_BENCH_TRIVIAL_WEBHOOK"); addr != "" {
-		srv := &http.Server{Addr: addr, Handler: TrivialWebhook(), ReadHeaderTimeout: 5 * time.Second}
-		if err := srv.ListenAndServeTLS(os.Getenv("PODROLE_BENCH_CERT"), os.Getenv("PODROLE_BENCH_KEY")); err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		return
-	}
-	os.Exit(m.Run())
-}
 
 // TestWebhookFigures is section 5 of `make bench`: /mutate for a typical pod
 // over TLS, HTTP/1.1 and HTTP/2, at concurrency 1, 8 and 64, beside a trivial
@@ -52,11 +39,19 @@ func TestWebhookFigures(t *testing.T) {
 		dur = d
 	}
 	ctx := context.Background()
+	dir := t.TempDir()
+	// The reference is a small binary of its own (bench/cmd/trivial-webhook),
+	// built like podrole-webhook, so its CPU and RSS figures are a webhook's.
+	trivial := filepath.Join(dir, "trivial-webhook")
+	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", trivial, "./cmd/trivial-webhook")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build the trivial reference webhook: %v\n%s", err, out)
+	}
 	cluster := kubetest.Start(t, kubetest.Options{})
 	cluster.Namespace(ctx, t, "shop", map[string]string{"podrole.io/inject": "enabled"},
 		map[string]string{"iam.amazonaws.com/allowed-roles": `["checkout-*"]`})
 
-	dir := t.TempDir()
 	ca, err := certs.NewCA("podrole-bench-ca", time.Now(), 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -87,10 +82,9 @@ func TestWebhookFigures(t *testing.T) {
 		probe := mustPort(t)
 		addr := "127.0.0.1:" + strconv.Itoa(port)
 		args := append([]string{"-c", "0"}, argv...)
+		args = append(args, "--listen="+addr)
 		if name == "podrole-webhook" {
-			args = append(args, "--listen="+addr, "--probe-listen=127.0.0.1:"+strconv.Itoa(probe))
-		} else {
-			env = append(env, "PODROLE_BENCH_TRIVIAL_WEBHOOK="+addr)
+			args = append(args, "--probe-listen=127.0.0.1:"+strconv.Itoa(probe))
 		}
 		cmd := exec.Command("taskset", args...)
 		cmd.Env = append(os.Environ(), env...)
@@ -121,15 +115,11 @@ func TestWebhookFigures(t *testing.T) {
 		}
 		return server{name: name, cmd: cmd, url: url}
 	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
 	servers := []server{
 		start("podrole-webhook", nil, bin, "--cert-dir="+dir, "--kubeconfig="+cluster.Kubeconfig,
 			"--sidecar-image=localhost/podrole-sidecar:dev", "--base-role-arn=arn:aws:iam::111122223333:role/",
 			"--region=eu-west-1", "--log-level=warn"),
-		start("trivial net/http", []string{"PODROLE_BENCH_CERT=" + filepath.Join(dir, "tls.crt"), "PODROLE_BENCH_KEY=" + filepath.Join(dir, "tls.key")}, self),
+		start("trivial net/http", nil, trivial, "--cert="+filepath.Join(dir, "tls.crt"), "--key="+filepath.Join(dir, "tls.key")),
 	}
 
 	type row struct {
@@ -185,6 +175,30 @@ func TestWebhookFigures(t *testing.T) {
 	refRSS, _ := RSS(servers[1].cmd.Process.Pid)
 	fmt.Fprintf(&out, "\npodrole-webhook RSS after load: %.1f MiB (trivial: %.1f MiB): %s\n\n", float64(rss)/(1<<20), float64(refRSS)/(1<<20),
 		Verdict(rss < 20<<20, "%.1f MiB", float64(rss)/(1<<20)))
+	if os.Getenv("PODROLE_BENCH_MEMDEBUG") != "" {
+		for _, sv := range servers {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", sv.cmd.Process.Pid))
+			for _, l := range strings.Split(string(b), "\n") {
+				if strings.HasPrefix(l, "Rss") || strings.HasPrefix(l, "VmRSS") {
+					fmt.Fprintf(&out, "%s %s\n", sv.name, l)
+				}
+			}
+		}
+		for _, a := range servers[0].cmd.Args {
+			if strings.HasPrefix(a, "--probe-listen=") {
+				resp, err := http.Get("http://" + strings.TrimPrefix(a, "--probe-listen=") + "/metrics")
+				if err == nil {
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					for _, l := range strings.Split(string(b), "\n") {
+						if strings.HasPrefix(l, "go_memstats_") || strings.HasPrefix(l, "go_goroutines") || strings.HasPrefix(l, "go_gc_duration_seconds_count") {
+							fmt.Fprintln(&out, l)
+						}
+					}
+				}
+			}
+		}
+	}
 	fmt.Print(out.String())
 	if p := os.Getenv("PODROLE_BENCH_OUT"); p != "" {
 		if err := os.WriteFile(p, []byte(out.String()), 0o644); err != nil {
@@ -215,4 +229,6 @@ func fmtDur(d time.Duration) string {
 	return d.Round(100 * time.Nanosecond).String()
 }
 
-func logName(server string) string { return strings.NewReplacer(" ", "-", "/", "-").Replace(server) + ".log" }
+func logName(server string) string {
+	return strings.NewReplacer(" ", "-", "/", "-").Replace(server) + ".log"
+}

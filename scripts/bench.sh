@@ -5,6 +5,7 @@
 # run; a broken measurement does.
 #   PODROLE_BENCH_DURATION  time per load point (default 5s)
 #   PODROLE_BENCH_CLUSTER=0 skip the pod start-up section (needs the local cluster)
+#   PODROLE_BENCH_SIDECAR_ENV  one VAR=value for the sidecar under test (e.g. GOGC=50)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PODROLE_CACHE=${PODROLE_CACHE:-$HOME/.cache/podrole}

@@ -63,7 +63,7 @@ func startSidecar(ctx context.Context, o options, stsURL, name string, extra ...
 		"--region=us-east-1", "--availability-zone=us-east-1a",
 		"--node-metadata-endpoint=" + closedLoopback,
 	}, extra...)
-	env := []string{"AWS_ACCESS_KEY_ID=" + nodeKeyID, "AWS_SECRET_ACCESS_KEY=" + nodeSecret, "AWS_SESSION_TOKEN=" + nodeSessionTok,
+	env := []string{os.Getenv("PODROLE_BENCH_SIDECAR_ENV"), "AWS_ACCESS_KEY_ID=" + nodeKeyID, "AWS_SECRET_ACCESS_KEY=" + nodeSecret, "AWS_SESSION_TOKEN=" + nodeSessionTok,
 		"AWS_EC2_METADATA_SERVICE_ENDPOINT=" + closedLoopback, "AWS_REGION=us-east-1"}
 	s, err := bench.Start(name, 0, env, filepath.Join(o.work, name+".log"), args...)
 	if err != nil {
