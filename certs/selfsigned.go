@@ -15,7 +15,12 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/util/retry"
 )
 
 // Secret keys of the self-signed mode. ca.crt may hold several CAs while a
@@ -40,6 +45,11 @@ type SelfSigned struct {
 	// renewed when less than a third of its life is left.
 	CAValidity   time.Duration
 	CertValidity time.Duration
+	// BundleSettle is how long to wait after publishing a caBundle that
+	// gained a CA before a serving certificate from that CA is written to the
+	// Secret, so every API server's webhook informer trusts the new CA before
+	// any replica serves it. Zero: no wait (tests).
+	BundleSettle time.Duration
 	Now          func() time.Time
 
 	bundleSynced atomic.Bool
@@ -75,23 +85,69 @@ func (s *SelfSigned) Ready() error {
 	return nil
 }
 
-// Run syncs now and then every interval until ctx is done, retrying failed
-// syncs sooner.
+// Run syncs now, whenever the Secret changes (a watch limited to that one
+// object by field selector: another replica renewed it, or an operator
+// deleted it) and at least every interval (renewals), until ctx is done.
+// Failed syncs are retried sooner.
 func (s *SelfSigned) Run(ctx context.Context, interval time.Duration) {
+	kick := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case kick <- struct{}{}:
+		default: // a sync is already pending; it will read the latest Secret
+		}
+	}
+	go s.watch(ctx, poke)
 	wait := time.Duration(0)
 	for {
+		timer := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
+			timer.Stop()
 			return
-		case <-time.After(wait):
+		case <-timer.C:
+		case <-kick:
+			timer.Stop()
 		}
 		if err := s.Sync(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
 			s.Logger.Warn("self-signed certificate sync failed; retrying", "error", err.Error())
 			wait = min(interval, 5*time.Second)
 			continue
 		}
 		wait = interval
 	}
+}
+
+// watch calls changed on every add, update or delete of the Secret. The
+// list and watch carry metadata.name=<secret>, which RBAC authorizes with a
+// resourceNames rule: the webhook never sees other Secrets.
+func (s *SelfSigned) watch(ctx context.Context, changed func()) {
+	sel := fields.OneTermEqualSelector("metadata.name", s.SecretName).String()
+	secrets := s.Client.CoreV1().Secrets(s.SecretNamespace)
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.FieldSelector = sel
+			return secrets.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.FieldSelector = sel
+			return secrets.Watch(ctx, o)
+		},
+	}
+	_, ctrl := cache.NewInformerWithOptions(cache.InformerOptions{
+		// The fake clientset of unit tests cannot stream a watch-list.
+		ListerWatcher: cache.ToListWatcherWithWatchListSemantics(lw, s.Client),
+		ObjectType:    &corev1.Secret{},
+		Handler: cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(any) { changed() },
+			UpdateFunc: func(any, any) { changed() },
+			DeleteFunc: func(any) { changed() },
+		},
+	})
+	ctrl.RunWithContext(ctx)
 }
 
 // material is the decoded content of the Secret.
@@ -103,8 +159,14 @@ type material struct {
 	leaf    *x509.Certificate
 }
 
-// Sync makes the Secret hold a valid CA and serving certificate, serves the
-// certificate and publishes the CA bundle. Safe to run from many replicas.
+// Sync makes the Secret hold a valid CA and serving certificate, publishes
+// the CA bundle and serves the certificate. Safe to run from many replicas.
+//
+// A rotation is make-before-break: a new CA is added to the caBundle (next
+// to every earlier CA that has not expired, since a replica that has not yet
+// seen the change may still serve a certificate from one) before any Secret
+// holding a certificate from it is written, and a replica serves a
+// certificate only after the bundle it needs has been published.
 func (s *SelfSigned) Sync(ctx context.Context) error {
 	secrets := s.Client.CoreV1().Secrets(s.SecretNamespace)
 	sec, err := secrets.Get(ctx, s.SecretName, metav1.GetOptions{})
@@ -149,6 +211,11 @@ func (s *SelfSigned) Sync(ctx context.Context) error {
 		s.Logger.Info("issued a new serving certificate", "dns_names", s.DNSNames)
 	}
 	if changed {
+		// Trust first: every replica that adopts this Secret serves a
+		// certificate the API server already accepts.
+		if err := s.publish(ctx, m.bundle); err != nil {
+			return err
+		}
 		sec.Data = map[string][]byte{CAFile: m.bundle, SecretCAKey: m.ca.KeyPEM, CertFile: m.leafPEM, KeyFile: m.keyPEM}
 		// resourceVersion makes this a compare-and-swap: a replica that lost
 		// the race gets a conflict and adopts the winner's material next sync.
@@ -159,6 +226,11 @@ func (s *SelfSigned) Sync(ctx context.Context) error {
 			return fmt.Errorf("secret %s/%s after update: %w", s.SecretNamespace, s.SecretName, err)
 		}
 	}
+	// Publish before serving: this replica may be the first to see a Secret
+	// written by a replica that died before publishing its CA.
+	if err := s.publish(ctx, m.bundle); err != nil {
+		return err
+	}
 	if cur := s.Store.Current(); cur == nil || !bytes.Equal(cur.Certificate[0], m.leaf.Raw) {
 		c, err := parseKeyPair(m.leafPEM, m.keyPEM)
 		if err != nil {
@@ -168,19 +240,39 @@ func (s *SelfSigned) Sync(ctx context.Context) error {
 		s.Logger.Info("serving certificate loaded", "secret", s.SecretNamespace+"/"+s.SecretName,
 			"serial", c.Leaf.SerialNumber.String(), "not_after", c.Leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
-	if s.WebhookConfigName != "" {
-		if err := s.publishBundle(ctx, m.bundle); err != nil {
-			return err
+	return nil
+}
+
+// publish adds bundle's CAs to the webhook configuration's caBundle and waits
+// BundleSettle when that added a CA. No-op without a webhook configuration.
+func (s *SelfSigned) publish(ctx context.Context, bundle []byte) error {
+	if s.WebhookConfigName == "" {
+		return nil
+	}
+	added, err := s.publishBundle(ctx, bundle)
+	if err != nil {
+		return err
+	}
+	s.bundleSynced.Store(true)
+	if added && s.BundleSettle > 0 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for the new caBundle to reach the API servers: %w", ctx.Err())
+		case <-time.After(s.BundleSettle):
 		}
-		s.bundleSynced.Store(true)
 	}
 	return nil
 }
 
 // create makes the Secret, or returns the one another replica made first.
+// The new CA is published before the Secret exists, so no replica can
+// serve its certificate before the API server trusts it.
 func (s *SelfSigned) create(ctx context.Context) (*corev1.Secret, error) {
 	m, err := s.generate(s.now())
 	if err != nil {
+		return nil, err
+	}
+	if err := s.publish(ctx, m.bundle); err != nil {
 		return nil, err
 	}
 	sec := &corev1.Secret{
@@ -192,6 +284,11 @@ func (s *SelfSigned) create(ctx context.Context) (*corev1.Secret, error) {
 	secrets := s.Client.CoreV1().Secrets(s.SecretNamespace)
 	created, err := secrets.Create(ctx, sec, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
+		// Another replica won; its CA is published. Ours signs nothing:
+		// withdraw it so races do not grow the bundle.
+		if err := s.withdraw(ctx, m.ca.Cert); err != nil {
+			s.Logger.Warn("could not remove an unused CA from the caBundle; it stays until it expires", "error", err.Error())
+		}
 		return secrets.Get(ctx, s.SecretName, metav1.GetOptions{})
 	}
 	if err != nil {
@@ -256,38 +353,119 @@ func bundleHas(bundle []byte, leaf *x509.Certificate, now time.Time) bool {
 // validCerts returns the PEM certificates of bundle that have not expired.
 func validCerts(bundle []byte, now time.Time) []byte {
 	var out []byte
+	for _, c := range parseBundle(bundle) {
+		if now.Before(c.NotAfter) {
+			out = append(out, pemCert(c)...)
+		}
+	}
+	return out
+}
+
+func pemCert(c *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
+// parseBundle returns the certificates of a PEM bundle, skipping anything
+// that does not parse (a placeholder caBundle, say).
+func parseBundle(bundle []byte) []*x509.Certificate {
+	var out []*x509.Certificate
 	for rest := bundle; ; {
 		var b *pem.Block
 		b, rest = pem.Decode(rest)
 		if b == nil {
 			return out
 		}
-		if c, err := x509.ParseCertificate(b.Bytes); err == nil && now.Before(c.NotAfter) {
-			out = append(out, pem.EncodeToMemory(b)...)
+		if c, err := x509.ParseCertificate(b.Bytes); err == nil && b.Type == "CERTIFICATE" {
+			out = append(out, c)
 		}
 	}
 }
 
-// publishBundle writes bundle into every webhook of the configuration.
-func (s *SelfSigned) publishBundle(ctx context.Context, bundle []byte) error {
-	api := s.Client.AdmissionregistrationV1().MutatingWebhookConfigurations()
-	mwc, err := api.Get(ctx, s.WebhookConfigName, metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("get mutatingwebhookconfiguration %q to set its caBundle: %w", s.WebhookConfigName, err)
-	}
-	changed := false
-	for i := range mwc.Webhooks {
-		if !bytes.Equal(mwc.Webhooks[i].ClientConfig.CABundle, bundle) {
-			mwc.Webhooks[i].ClientConfig.CABundle = bundle
-			changed = true
+// MaxBundleCAs bounds the published caBundle. Each forced rotation (the
+// Secret deleted) adds a CA that otherwise stays until it expires, years
+// later; a replica still serving the eighth-newest CA is long gone.
+const MaxBundleCAs = 8
+
+// MergeBundles returns the caBundle to publish: the CAs of next (the
+// Secret's, newest first), then those of published that are not in next,
+// in their order; expired CAs dropped, duplicates removed, at most
+// MaxBundleCAs.
+func MergeBundles(next, published []byte, now time.Time) []byte {
+	var out []byte
+	seen := map[string]bool{}
+	n := 0
+	for _, c := range append(parseBundle(next), parseBundle(published)...) {
+		if seen[string(c.Raw)] || !now.Before(c.NotAfter) || n == MaxBundleCAs {
+			continue
 		}
+		seen[string(c.Raw)] = true
+		out = append(out, pemCert(c)...)
+		n++
 	}
-	if !changed {
+	return out
+}
+
+// publishBundle merges bundle into every webhook's caBundle of the
+// configuration and reports whether a CA was added anywhere.
+func (s *SelfSigned) publishBundle(ctx context.Context, bundle []byte) (added bool, err error) {
+	now := s.now()
+	err = s.editBundles(ctx, func(cur []byte) []byte {
+		next := MergeBundles(bundle, cur, now)
+		if !added {
+			have := map[string]bool{}
+			for _, c := range parseBundle(cur) {
+				have[string(c.Raw)] = true
+			}
+			for _, c := range parseBundle(next) {
+				added = added || !have[string(c.Raw)]
+			}
+		}
+		return next
+	})
+	return added, err
+}
+
+// withdraw removes ca from every webhook's caBundle.
+func (s *SelfSigned) withdraw(ctx context.Context, ca *x509.Certificate) error {
+	return s.editBundles(ctx, func(cur []byte) []byte {
+		var out []byte
+		for _, c := range parseBundle(cur) {
+			if !bytes.Equal(c.Raw, ca.Raw) {
+				out = append(out, pemCert(c)...)
+			}
+		}
+		return out
+	})
+}
+
+// editBundles rewrites each webhook's caBundle with edit, retrying on
+// conflicts with other replicas doing the same.
+func (s *SelfSigned) editBundles(ctx context.Context, edit func([]byte) []byte) error {
+	api := s.Client.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+		mwc, err := api.Get(ctx, s.WebhookConfigName, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("get mutatingwebhookconfiguration %q to set its caBundle: %w", s.WebhookConfigName, err)
+		}
+		changed := false
+		for i := range mwc.Webhooks {
+			next := edit(mwc.Webhooks[i].ClientConfig.CABundle)
+			if !bytes.Equal(mwc.Webhooks[i].ClientConfig.CABundle, next) {
+				mwc.Webhooks[i].ClientConfig.CABundle = next
+				changed = true
+			}
+		}
+		if !changed {
+			return nil
+		}
+		if _, err := api.Update(ctx, mwc, metav1.UpdateOptions{}); err != nil {
+			return err
+		}
+		s.Logger.Info("published CA bundle", "mutatingwebhookconfiguration", s.WebhookConfigName, "cas", len(parseBundle(mwc.Webhooks[0].ClientConfig.CABundle)))
 		return nil
-	}
-	if _, err := api.Update(ctx, mwc, metav1.UpdateOptions{}); err != nil {
+	})
+	if err != nil {
 		return fmt.Errorf("update caBundle of mutatingwebhookconfiguration %q: %w", s.WebhookConfigName, err)
 	}
-	s.Logger.Info("published CA bundle", "mutatingwebhookconfiguration", s.WebhookConfigName)
 	return nil
 }

@@ -5,10 +5,14 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,6 +23,7 @@ import (
 	"github.com/podrole/podrole/certs"
 	"github.com/podrole/podrole/contract"
 	"github.com/podrole/podrole/internal/kubetest"
+	admissionv1 "k8s.io/api/admission/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -71,38 +76,26 @@ func writeServing(t *testing.T, dir string, ca *certs.CA) string {
 	return c.Leaf.SerialNumber.String()
 }
 
-// webhookConfig is the MutatingWebhookConfiguration of manifests/base, with a
+// webhookConfig is the MutatingWebhookConfiguration of manifests/base (so
+// its rules, selectors and reinvocation policy are what is tested), with a
 // URL client config for the in-process webhook.
-func webhookConfig(url string, caBundle []byte) *admissionregistrationv1.MutatingWebhookConfiguration {
-	fail := admissionregistrationv1.Fail
-	none := admissionregistrationv1.SideEffectClassNone
-	never := admissionregistrationv1.NeverReinvocationPolicy
-	timeout := int32(5)
-	return &admissionregistrationv1.MutatingWebhookConfiguration{
-		ObjectMeta: metav1.ObjectMeta{Name: "podrole-webhook"},
-		Webhooks: []admissionregistrationv1.MutatingWebhook{{
-			Name:                    "pods.podrole.io",
-			ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: caBundle},
-			FailurePolicy:           &fail,
-			SideEffects:             &none,
-			AdmissionReviewVersions: []string{"v1"},
-			TimeoutSeconds:          &timeout,
-			ReinvocationPolicy:      &never,
-			Rules: []admissionregistrationv1.RuleWithOperations{{
-				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
-				Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
-			}},
-			NamespaceSelector: &metav1.LabelSelector{
-				MatchLabels: map[string]string{contract.LabelInject: contract.InjectEnabled},
-				MatchExpressions: []metav1.LabelSelectorRequirement{{
-					Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-system", "podrole-system"},
-				}},
-			},
-			ObjectSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
-				Key: contract.LabelInject, Operator: metav1.LabelSelectorOpNotIn, Values: []string{contract.InjectDisabled},
-			}}},
-		}},
+func webhookConfig(t *testing.T, url string, caBundle []byte) *admissionregistrationv1.MutatingWebhookConfiguration {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "manifests", "base", "mutatingwebhookconfiguration.yaml"))
+	if err != nil {
+		t.Fatal(err)
 	}
+	var mwc admissionregistrationv1.MutatingWebhookConfiguration
+	if err := yaml.UnmarshalStrict(raw, &mwc); err != nil {
+		t.Fatalf("manifests/base/mutatingwebhookconfiguration.yaml: %v", err)
+	}
+	if len(mwc.Webhooks) == 0 {
+		t.Fatal("manifests/base/mutatingwebhookconfiguration.yaml has no webhook")
+	}
+	for i := range mwc.Webhooks {
+		mwc.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: caBundle}
+	}
+	return &mwc
 }
 
 func testPod(name string, annotations, labels map[string]string, mod func(*corev1.Pod)) *corev1.Pod {
@@ -204,7 +197,7 @@ func TestAgainstAPIServer(t *testing.T) {
 	cluster.Namespace(ctx, t, "plain", nil, nil)
 
 	mwcs := c.AdmissionregistrationV1().MutatingWebhookConfigurations()
-	if _, err := mwcs.Create(ctx, webhookConfig("https://"+addr+"/mutate", ca1.CertPEM), metav1.CreateOptions{}); err != nil {
+	if _, err := mwcs.Create(ctx, webhookConfig(t, "https://"+addr+"/mutate", ca1.CertPEM), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// The API server picks webhook configurations up asynchronously: dry-run
@@ -364,6 +357,156 @@ func TestAgainstAPIServer(t *testing.T) {
 		t.Logf("kubectl shows: %s", strings.TrimSpace(string(out)))
 	})
 
+	// kubectl debug adds ephemeral containers through the
+	// pods/ephemeralcontainers subresource (an UPDATE, never a pod CREATE):
+	// one that could delete the redirect is refused with podrole's message,
+	// a harmless one is stored.
+	t.Run("ephemeral containers", func(t *testing.T) {
+		pods := c.CoreV1().Pods("team-a")
+		p, err := pods.Create(ctx, testPod("debug-target", map[string]string{contract.AnnotationRole: "app"}, nil, nil), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Annotations[contract.AnnotationStatus] != contract.StatusInjected {
+			t.Fatalf("pod not injected: %v", p.Annotations)
+		}
+		addDebug := func(name string, sc *corev1.SecurityContext) (*corev1.Pod, error) {
+			cur, err := pods.Get(ctx, "debug-target", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			cur.Spec.EphemeralContainers = append(cur.Spec.EphemeralContainers, corev1.EphemeralContainer{
+				EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: name, Image: "registry.example/busybox:1",
+					TerminationMessagePolicy: corev1.TerminationMessageReadFile, ImagePullPolicy: corev1.PullIfNotPresent, SecurityContext: sc},
+				TargetContainerName: "app",
+			})
+			return pods.UpdateEphemeralContainers(ctx, "debug-target", cur, metav1.UpdateOptions{})
+		}
+
+		_, err = addDebug("netadmin", &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN", "NET_RAW"}}})
+		want := `admission webhook "pods.podrole.io" denied the request: podrole: ephemeral container "netadmin" of pod "debug-target" adds capability "NET_ADMIN": it could delete podrole's metadata rules`
+		if err == nil || !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("NET_ADMIN ephemeral container:\n got %v\nwant %s...", err, want)
+		}
+		_, err = addDebug("as-agent", &corev1.SecurityContext{RunAsUser: new(int64(contract.DefaultSidecarUID))})
+		if err == nil || !strings.Contains(err.Error(), `ephemeral container "as-agent" of pod "debug-target" runs as UID 47181`) {
+			t.Fatalf("ephemeral container as the agent's UID: %v", err)
+		}
+
+		stored, err := addDebug("harmless", &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"SYS_PTRACE"}}})
+		if err != nil {
+			t.Fatalf("harmless ephemeral container: %v", err)
+		}
+		var got []string
+		for _, e := range stored.Spec.EphemeralContainers {
+			got = append(got, e.Name)
+		}
+		if strings.Join(got, ",") != "harmless" {
+			t.Fatalf("stored ephemeral containers %v, want [harmless]", got)
+		}
+
+		// What a user sees from kubectl debug itself (a PATCH of the
+		// subresource): netadmin refused, then the general profile allowed
+		// even though the pod already has an ephemeral container.
+		debug := func(profile, name string) (string, error) {
+			cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
+			defer ccancel()
+			out, err := exec.CommandContext(cctx, kubectl, "--kubeconfig="+cluster.Kubeconfig, "-n", "team-a", "debug", "debug-target",
+				"--image=registry.example/busybox:1", "--profile="+profile, "--container="+name, "--target=app").CombinedOutput()
+			return string(out), err
+		}
+		if out, err := debug("netadmin", "kubectl-netadmin"); err == nil || !strings.Contains(out, `denied the request: podrole: ephemeral container "kubectl-netadmin" of pod "debug-target" adds capability "NET_ADMIN"`) {
+			t.Fatalf("kubectl debug --profile=netadmin: %v\n%s", err, out)
+		} else {
+			t.Logf("kubectl debug --profile=netadmin shows: %s", strings.TrimSpace(out))
+		}
+		if out, err := debug("sysadmin", "kubectl-sysadmin"); err == nil || !strings.Contains(out, `ephemeral container "kubectl-sysadmin" of pod "debug-target" is privileged`) {
+			t.Fatalf("kubectl debug --profile=sysadmin: %v\n%s", err, out)
+		}
+		if out, err := debug("general", "kubectl-general"); err != nil {
+			t.Fatalf("kubectl debug --profile=general: %v\n%s", err, out)
+		}
+
+		// A pod podrole did not inject is not judged.
+		if _, err := c.CoreV1().Pods("team-a").Create(ctx, testPod("opted-out-debug", nil, map[string]string{contract.LabelInject: contract.InjectDisabled}, nil), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
+		defer ccancel()
+		if out, err := exec.CommandContext(cctx, kubectl, "--kubeconfig="+cluster.Kubeconfig, "-n", "team-a", "debug", "opted-out-debug",
+			"--image=registry.example/busybox:1", "--profile=netadmin", "--container=dbg").CombinedOutput(); err != nil {
+			t.Fatalf("kubectl debug of an opted-out pod: %v\n%s", err, out)
+		}
+	})
+
+	// Webhooks run in name order, so one sorting after podrole's sees the
+	// injected pod and may add to it. With reinvocationPolicy IfNeeded the
+	// API server calls podrole again: an added NET_ADMIN container is refused;
+	// a harmless one is stored next to podrole's containers, injected once.
+	t.Run("later mutating webhook", func(t *testing.T) {
+		later := laterWebhook(t)
+		fail := admissionregistrationv1.Fail
+		none := admissionregistrationv1.SideEffectClassNone
+		cfg := &admissionregistrationv1.MutatingWebhookConfiguration{
+			ObjectMeta: metav1.ObjectMeta{Name: "zz-later-webhook"},
+			Webhooks: []admissionregistrationv1.MutatingWebhook{{
+				Name:                    "later.example.com",
+				ClientConfig:            admissionregistrationv1.WebhookClientConfig{URL: &later.url, CABundle: later.caPEM},
+				FailurePolicy:           &fail,
+				SideEffects:             &none,
+				AdmissionReviewVersions: []string{"v1"},
+				Rules: []admissionregistrationv1.RuleWithOperations{{
+					Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create},
+					Rule:       admissionregistrationv1.Rule{APIGroups: []string{""}, APIVersions: []string{"v1"}, Resources: []string{"pods"}},
+				}},
+				ObjectSelector: &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: laterLabel, Operator: metav1.LabelSelectorOpExists}}},
+			}},
+		}
+		if _, err := mwcs.Create(ctx, cfg, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		defer func() {
+			if err := mwcs.Delete(context.Background(), cfg.Name, metav1.DeleteOptions{}); err != nil {
+				t.Errorf("delete %s: %v", cfg.Name, err)
+			}
+		}()
+		harmless := func(name string) *corev1.Pod {
+			return testPod(name, map[string]string{contract.AnnotationRole: "app"}, map[string]string{laterLabel: "harmless"}, nil)
+		}
+		// Wait (dry-run) until the API server uses the new configuration.
+		for {
+			p, err := c.CoreV1().Pods("team-a").Create(ctx, harmless("later-probe"), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			if err == nil && len(p.Spec.Containers) == 2 {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("later webhook never took effect: %v", err)
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+
+		p, err := c.CoreV1().Pods("team-a").Create(ctx, harmless("later-harmless"), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("pod with a harmless container added by a later webhook: %v", err)
+		}
+		if got := strings.Join(names(p.Spec.InitContainers), ",") + " | " + strings.Join(names(p.Spec.Containers), ","); got != "podrole-init,podrole-agent,migrate | app,log-shipper" {
+			t.Fatalf("stored containers %s", got)
+		}
+		if p.Annotations[contract.AnnotationStatus] != contract.StatusInjected {
+			t.Fatalf("annotations %v", p.Annotations)
+		}
+
+		_, err = c.CoreV1().Pods("team-a").Create(ctx, testPod("later-net-admin", map[string]string{contract.AnnotationRole: "app"}, map[string]string{laterLabel: "net-admin"}, nil), metav1.CreateOptions{})
+		want := `admission webhook "pods.podrole.io" denied the request: podrole: container "mesh-proxy" of pod "later-net-admin" adds capability "NET_ADMIN"`
+		if err == nil || !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("NET_ADMIN container added by a later webhook:\n got %v\nwant %s...", err, want)
+		}
+		if n := later.calls.Load(); n < 3 {
+			t.Errorf("later webhook called %d times; the test did not exercise it", n)
+		}
+	})
+
 	t.Run("certificate rotation under load", func(t *testing.T) {
 		var created, failed atomic.Int64
 		var firstErr atomic.Value
@@ -488,4 +631,67 @@ func TestAgainstAPIServer(t *testing.T) {
 			t.Fatalf("pod in an unlabelled namespace must not depend on the webhook: %v", err)
 		}
 	})
+}
+
+// laterLabel selects the pods the later webhook changes: "harmless" gets a
+// plain container, "net-admin" one that adds NET_ADMIN.
+const laterLabel = "later-webhook"
+
+type later struct {
+	url   string
+	caPEM []byte
+	calls atomic.Int64
+}
+
+// laterWebhook serves a second mutating webhook, as a service mesh or log
+// shipper injector would be, that appends a container to pods labelled
+// laterLabel.
+func laterWebhook(t *testing.T) *later {
+	t.Helper()
+	ca, err := certs.NewCA("later-ca", time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := ca.Issue("later", []string{"127.0.0.1"}, nil, true, false, time.Now(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := kp.TLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &later{caPEM: ca.CertPEM}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		l.calls.Add(1)
+		var review admissionv1.AdmissionReview
+		if err := json.NewDecoder(r.Body).Decode(&review); err != nil || review.Request == nil {
+			http.Error(w, "bad review", http.StatusBadRequest)
+			return
+		}
+		var pod corev1.Pod
+		if err := json.Unmarshal(review.Request.Object.Raw, &pod); err != nil {
+			http.Error(w, "bad pod", http.StatusBadRequest)
+			return
+		}
+		c := corev1.Container{Name: "log-shipper", Image: "registry.example/shipper:1"}
+		if pod.Labels[laterLabel] == "net-admin" {
+			c = corev1.Container{Name: "mesh-proxy", Image: "registry.example/proxy:1",
+				SecurityContext: &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}}}}
+		}
+		resp := &admissionv1.AdmissionResponse{UID: review.Request.UID, Allowed: true}
+		// Add once: the API server may call this webhook again too.
+		if !slices.Contains(names(pod.Spec.Containers), c.Name) {
+			patch, _ := json.Marshal([]map[string]any{{"op": "add", "path": "/spec/containers/-", "value": c}})
+			pt := admissionv1.PatchTypeJSONPatch
+			resp.Patch, resp.PatchType = patch, &pt
+		}
+		out, _ := json.Marshal(admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: resp})
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(out)
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{*cert}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	l.url = srv.URL + "/mutate"
+	return l
 }

@@ -183,8 +183,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		ss := &certs.SelfSigned{
 			Client: client, SecretNamespace: ns, SecretName: name, WebhookConfigName: o.webhookConfig,
 			DNSNames: serviceNames(o.serviceName, o.serviceNS), Store: store, Logger: log.With("component", "self-signed"),
+			// One API server's webhook informer sees a caBundle change in
+			// milliseconds; a few seconds cover several behind a load balancer.
+			BundleSettle: 2 * time.Second,
 		}
 		certReady = ss.Ready
+		// The Secret is watched, so a change made by another replica or an
+		// operator is picked up at once; the hourly sync only renews.
 		go ss.Run(ctx, time.Hour)
 	} else {
 		src := &certs.FileSource{Dir: o.certDir, Store: store, Logger: log.With("component", "certs")}

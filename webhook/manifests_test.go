@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -80,12 +81,22 @@ func TestManifests(t *testing.T) {
 			mwc := decodeDoc[admissionregistrationv1.MutatingWebhookConfiguration](t, docs, "MutatingWebhookConfiguration/podrole-webhook")
 			wh := mwc.Webhooks[0]
 			if *wh.FailurePolicy != admissionregistrationv1.Fail || *wh.SideEffects != admissionregistrationv1.SideEffectClassNone ||
-				*wh.TimeoutSeconds != 5 || *wh.ReinvocationPolicy != admissionregistrationv1.NeverReinvocationPolicy ||
+				*wh.TimeoutSeconds != 5 || *wh.ReinvocationPolicy != admissionregistrationv1.IfNeededReinvocationPolicy ||
 				strings.Join(wh.AdmissionReviewVersions, ",") != "v1" {
 				t.Errorf("webhook settings %+v", wh)
 			}
-			if len(wh.Rules) != 1 || strings.Join(wh.Rules[0].Resources, ",") != "pods" || len(wh.Rules[0].Operations) != 1 || wh.Rules[0].Operations[0] != admissionregistrationv1.Create {
-				t.Errorf("rules %+v", wh.Rules)
+			// Pod creation, and kubectl debug's ephemeral containers (an
+			// UPDATE of the subresource, never a pod CREATE), core v1 only.
+			var rules []string
+			for _, r := range wh.Rules {
+				scope := "<unset>"
+				if r.Scope != nil {
+					scope = string(*r.Scope)
+				}
+				rules = append(rules, fmt.Sprintf("%v %s/%s %v %s", r.Operations, strings.Join(r.APIGroups, ","), strings.Join(r.APIVersions, ","), r.Resources, scope))
+			}
+			if got, want := strings.Join(rules, "; "), "[CREATE] /v1 [pods] Namespaced; [UPDATE] /v1 [pods/ephemeralcontainers] Namespaced"; got != want {
+				t.Errorf("rules\n got %s\nwant %s", got, want)
 			}
 			if wh.NamespaceSelector.MatchLabels[contract.LabelInject] != contract.InjectEnabled ||
 				strings.Join(wh.NamespaceSelector.MatchExpressions[0].Values, ",") != "kube-system,podrole-system" ||
@@ -149,6 +160,23 @@ func TestManifests(t *testing.T) {
 				ca := decodeDoc[rbacv1.ClusterRole](t, docs, "ClusterRole/podrole-webhook-cabundle")
 				if strings.Join(ca.Rules[0].ResourceNames, ",") != "podrole-webhook" {
 					t.Errorf("caBundle ClusterRole not limited by name: %+v", ca.Rules)
+				}
+				// The Secret Role: everything but create limited to the one
+				// Secret; list/watch are there for the rotation watch.
+				role := decodeDoc[rbacv1.Role](t, docs, "Role/podrole-webhook-certs")
+				var named, unnamed []string
+				for _, r := range role.Rules {
+					if strings.Join(r.Resources, ",") != "secrets" {
+						t.Errorf("secret Role grants %v", r.Resources)
+					}
+					if strings.Join(r.ResourceNames, ",") == "podrole-webhook-tls" {
+						named = append(named, r.Verbs...)
+					} else {
+						unnamed = append(unnamed, r.Verbs...)
+					}
+				}
+				if strings.Join(named, ",") != "get,list,watch,update" || strings.Join(unnamed, ",") != "create" {
+					t.Errorf("secret Role: by name %v, unnamed %v; want get,list,watch,update by name and only create unnamed", named, unnamed)
 				}
 			}
 		})

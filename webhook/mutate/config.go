@@ -38,6 +38,10 @@ type Config struct {
 	// delete podrole's rules, so this weakens the guarantee; privileged
 	// containers, SYS_ADMIN and ALL stay refused.
 	AllowNetAdmin bool `json:"allowNetAdmin,omitempty"`
+	// Caches, when set, reuse patches and parsed allow-lists across pods
+	// (see Caches); it changes no decision. Not configuration: never compared
+	// or serialized.
+	Caches *Caches `json:"-"`
 }
 
 // DefaultConfig returns the defaults of the webhook's injection flags.

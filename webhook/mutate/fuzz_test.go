@@ -115,3 +115,57 @@ func FuzzMutate(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCheckEphemeral feeds arbitrary stored pods and ephemeral containers to
+// CheckEphemeral. It must never panic or patch; a denial must say it comes
+// from podrole; and a new privileged ephemeral container in a pod carrying
+// podrole.io/status must never be allowed.
+func FuzzCheckEphemeral(f *testing.F) {
+	files, _ := filepath.Glob("testdata/ephemeral/*.yaml")
+	for _, file := range files {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		var fx ephemeralFixture
+		if err := yaml.Unmarshal(raw, &fx); err != nil {
+			f.Fatal(err)
+		}
+		add, _ := json.Marshal(fx.Add)
+		f.Add([]byte(fx.Pod), add, len(fx.Config) > 0)
+	}
+	f.Fuzz(func(t *testing.T, podJSON, addJSON []byte, allowNetAdmin bool) {
+		var old corev1.Pod
+		var add []corev1.EphemeralContainer
+		if json.Unmarshal(podJSON, &old) != nil || json.Unmarshal(addJSON, &add) != nil {
+			return
+		}
+		cfg := testConfig()
+		cfg.AllowNetAdmin = allowNetAdmin
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		pod := old.DeepCopy()
+		pod.Spec.EphemeralContainers = append(pod.Spec.EphemeralContainers, add...)
+		res := CheckEphemeral(&old, pod, cfg)
+		if res.Patch != nil || (res.Outcome != Denied && res.Outcome != Skipped) {
+			t.Fatalf("outcome %q patch %s", res.Outcome, res.Patch)
+		}
+		if res.Outcome == Denied && !strings.HasPrefix(res.Message, "podrole: ") {
+			t.Fatalf("denial %q", res.Message)
+		}
+		if _, ours := old.Annotations[contract.AnnotationStatus]; ours && res.Outcome != Denied {
+			stored := map[string]bool{}
+			for _, c := range old.Spec.EphemeralContainers {
+				stored[c.Name] = true
+			}
+			for _, c := range add {
+				// A repeat of a stored container is not new (the API server
+				// refuses duplicate names anyway).
+				if !stored[c.Name] && c.SecurityContext != nil && c.SecurityContext.Privileged != nil && *c.SecurityContext.Privileged {
+					t.Fatalf("privileged ephemeral container %q allowed: %s", c.Name, res.Message)
+				}
+			}
+		}
+	})
+}

@@ -96,9 +96,12 @@ func Mutate(pod *corev1.Pod, ns Namespace, cfg Config) Result {
 	}
 	// Without the status annotation these names are not ours: injecting would
 	// fail validation with a duplicate name, so say what to change instead.
-	for _, c := range append(append([]corev1.Container{}, pod.Spec.InitContainers...), pod.Spec.Containers...) {
-		if c.Name == contract.InitContainerName || c.Name == contract.AgentContainerName {
-			return denied("pod %s has a container named %q, which podrole reserves for its injected containers; rename it", podName(pod), c.Name)
+	// Two loops, not one over a joined copy: a Container is large to copy.
+	for _, cs := range [][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for i := range cs {
+			if n := cs[i].Name; n == contract.InitContainerName || n == contract.AgentContainerName {
+				return denied("pod %s has a container named %q, which podrole reserves for its injected containers; rename it", podName(pod), n)
+			}
 		}
 	}
 
@@ -125,13 +128,16 @@ func podName(pod *corev1.Pod) string {
 // checkUIDs refuses pods with a container that would run as the agent's UID:
 // its traffic is excluded from the redirect, so it would reach the node's IMDS.
 func checkUIDs(pod *corev1.Pod, uid int) string {
-	fix := fmt.Sprintf("traffic from UID %d is exempt from podrole's redirect (it is the agent's), so a container running as it could reach the node's metadata service; run it as another UID", uid)
+	// Formatted only for a denial: this runs for every pod.
+	fix := func() string {
+		return fmt.Sprintf("traffic from UID %d is exempt from podrole's redirect (it is the agent's), so a container running as it could reach the node's metadata service; run it as another UID", uid)
+	}
 	if sc := pod.Spec.SecurityContext; sc != nil && sc.RunAsUser != nil && *sc.RunAsUser == int64(uid) {
-		return fmt.Sprintf("pod %s sets securityContext.runAsUser=%d: %s", podName(pod), uid, fix)
+		return fmt.Sprintf("pod %s sets securityContext.runAsUser=%d: %s", podName(pod), uid, fix())
 	}
 	check := func(kind, name string, sc *corev1.SecurityContext) string {
 		if sc != nil && sc.RunAsUser != nil && *sc.RunAsUser == int64(uid) {
-			return fmt.Sprintf("%s %q of pod %s runs as UID %d: %s", kind, name, podName(pod), uid, fix)
+			return fmt.Sprintf("%s %q of pod %s runs as UID %d: %s", kind, name, podName(pod), uid, fix())
 		}
 		return ""
 	}
@@ -156,11 +162,18 @@ func checkUIDs(pod *corev1.Pod, uid int) string {
 // block gives a pod that asked for no role the init step in block mode.
 func block(pod *corev1.Pod, cfg Config) Result {
 	port, _ := choosePorts(pod, cfg)
+	key := newPatchKey(cfg, pod)
+	key.block, key.port = true, port
+	if b, ok := cfg.Caches.patch(key); ok {
+		return Result{Outcome: Blocked, Patch: b}
+	}
 	init := initContainer(cfg, contract.InitConfig{Port: port, ExcludeUID: cfg.SidecarUID, IPv6: contract.IPv6Auto, Block: true})
 	var p patch
 	p.prependInit(pod, init)
 	p.annotate(pod, map[string]string{contract.AnnotationStatus: StatusBlocked})
-	return Result{Outcome: Blocked, Patch: p.bytes()}
+	b := p.bytes()
+	cfg.Caches.storePatch(key, b)
+	return Result{Outcome: Blocked, Patch: b}
 }
 
 // inject resolves and checks role, then adds the init step and the agent.
@@ -169,7 +182,7 @@ func inject(pod *corev1.Pod, ns Namespace, role string, cfg Config) Result {
 	if d != nil {
 		return Result{Outcome: Denied, Message: d.Message}
 	}
-	if d := policy.CheckNamespace(policy.Namespace{Name: ns.Name, Annotations: ns.Annotations}, role, arn, cfg.BaseRoleARN, cfg.RequireAllowedRoles); d != nil {
+	if d := cfg.Caches.listCache().CheckNamespace(policy.Namespace{Name: ns.Name, Annotations: ns.Annotations}, role, arn, cfg.BaseRoleARN, cfg.RequireAllowedRoles); d != nil {
 		return Result{Outcome: Denied, Message: d.Message}
 	}
 	serve := contract.DefaultServeConfig()
@@ -192,6 +205,17 @@ func inject(pod *corev1.Pod, ns Namespace, role string, cfg Config) Result {
 	}
 
 	port, health := choosePorts(pod, cfg)
+	var vol corev1.Volume
+	if cfg.Source == contract.SourceWebIdentity {
+		vol = tokenVolume(pod)
+	}
+	// The patch is a function of these (the rest of serve is cfg's), so a
+	// pod like one seen before reuses its patch.
+	key := newPatchKey(cfg, pod)
+	key.arn, key.externalID, key.sessionName, key.port, key.health, key.volume = arn, serve.ExternalID, serve.SessionName, port, health, vol.Name
+	if b, ok := cfg.Caches.patch(key); ok {
+		return Result{Outcome: Injected, Patch: b, RoleARN: arn}
+	}
 	serve.Listen = fmt.Sprintf("127.0.0.1:%d", port)
 	serve.HealthListen = fmt.Sprintf(":%d", health)
 
@@ -199,7 +223,6 @@ func inject(pod *corev1.Pod, ns Namespace, role string, cfg Config) Result {
 	init := initContainer(cfg, contract.InitConfig{Port: port, ExcludeUID: cfg.SidecarUID, IPv6: contract.IPv6Auto})
 	agent := agentContainer(cfg, serve, health)
 	if cfg.Source == contract.SourceWebIdentity {
-		vol := tokenVolume(pod)
 		agent.VolumeMounts = []corev1.VolumeMount{{Name: vol.Name, MountPath: tokenDir(), ReadOnly: true}}
 		p.appendVolume(pod, vol)
 	}
@@ -213,7 +236,9 @@ func inject(pod *corev1.Pod, ns Namespace, role string, cfg Config) Result {
 		p.prependInit(pod, init, agent)
 	}
 	p.annotate(pod, map[string]string{contract.AnnotationStatus: contract.StatusInjected, contract.AnnotationRoleARN: arn})
-	return Result{Outcome: Injected, Patch: p.bytes(), RoleARN: arn}
+	b := p.bytes()
+	cfg.Caches.storePatch(key, b)
+	return Result{Outcome: Injected, Patch: b, RoleARN: arn}
 }
 
 // choosePorts returns the agent's IMDS and health ports: the configured ones,

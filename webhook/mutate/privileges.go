@@ -23,39 +23,20 @@ func checkNetworkPrivileges(pod *corev1.Pod, allowNetAdmin bool) string {
 	optOut := fmt.Sprintf("or, if the pod must run unprotected, label it %s=%s (it then gets no role and no metadata block)",
 		contract.LabelInject, contract.InjectDisabled)
 	check := func(kind, name string, sc *corev1.SecurityContext) string {
-		if sc == nil {
+		p := networkPrivilege(sc, allowNetAdmin)
+		switch {
+		case p.what == "":
 			return ""
+		case p.privileged:
+			return fmt.Sprintf("%s %q of pod %s %s: %s; set privileged: false and add only the capabilities it needs, %s",
+				kind, name, podName(pod), p.what, escapeRisk, optOut)
 		}
-		if sc.Privileged != nil && *sc.Privileged {
-			return fmt.Sprintf("%s %q of pod %s is privileged: it could delete podrole's metadata rules in the pod's network namespace and reach the node's instance metadata service (the node role); set privileged: false and add only the capabilities it needs, %s",
-				kind, name, podName(pod), optOut)
+		msg := fmt.Sprintf("%s %q of pod %s %s: %s; drop it from securityContext.capabilities.add, %s",
+			kind, name, podName(pod), p.what, escapeRisk, optOut)
+		if p.netAdmin {
+			msg += "; for service mesh init containers a cluster admin can start the webhook with --allow-net-admin"
 		}
-		if sc.Capabilities == nil {
-			return ""
-		}
-		for _, c := range sc.Capabilities.Add {
-			canon := canonicalCapability(string(c))
-			switch canon {
-			case "NET_ADMIN":
-				if allowNetAdmin {
-					continue
-				}
-			case "SYS_ADMIN", "ALL":
-			default:
-				continue
-			}
-			what := fmt.Sprintf("%q", string(c))
-			if canon != string(c) {
-				what += " (" + canon + ")"
-			}
-			msg := fmt.Sprintf("%s %q of pod %s adds capability %s: it could delete podrole's metadata rules in the pod's network namespace and reach the node's instance metadata service (the node role); drop it from securityContext.capabilities.add, %s",
-				kind, name, podName(pod), what, optOut)
-			if canon == "NET_ADMIN" {
-				msg += "; for service mesh init containers a cluster admin can start the webhook with --allow-net-admin"
-			}
-			return msg
-		}
-		return ""
+		return msg
 	}
 	for _, c := range pod.Spec.InitContainers {
 		if d := check("init container", c.Name, c.SecurityContext); d != "" {
@@ -73,6 +54,52 @@ func checkNetworkPrivileges(pod *corev1.Pod, allowNetAdmin bool) string {
 		}
 	}
 	return ""
+}
+
+// escapeRisk is why a network privilege is refused, in every such denial.
+const escapeRisk = "it could delete podrole's metadata rules in the pod's network namespace and reach the node's instance metadata service (the node role)"
+
+// privilege is what in a container's security context could rewrite the
+// pod's netfilter rules.
+type privilege struct {
+	// what is "is privileged" or `adds capability "cap_net_admin" (NET_ADMIN)`;
+	// empty when the container has no such privilege.
+	what       string
+	privileged bool
+	// netAdmin: the capability is NET_ADMIN, which --allow-net-admin admits.
+	netAdmin bool
+}
+
+// networkPrivilege is the one place that decides which security contexts
+// are dangerous, for pod creation and for ephemeral containers alike.
+func networkPrivilege(sc *corev1.SecurityContext, allowNetAdmin bool) privilege {
+	if sc == nil {
+		return privilege{}
+	}
+	if sc.Privileged != nil && *sc.Privileged {
+		return privilege{what: "is privileged", privileged: true}
+	}
+	if sc.Capabilities == nil {
+		return privilege{}
+	}
+	for _, c := range sc.Capabilities.Add {
+		canon := canonicalCapability(string(c))
+		switch canon {
+		case "NET_ADMIN":
+			if allowNetAdmin {
+				continue
+			}
+		case "SYS_ADMIN", "ALL":
+		default:
+			continue
+		}
+		what := fmt.Sprintf("%q", string(c))
+		if canon != string(c) {
+			what += " (" + canon + ")"
+		}
+		return privilege{what: "adds capability " + what, netAdmin: canon == "NET_ADMIN"}
+	}
+	return privilege{}
 }
 
 // canonicalCapability names a capability the way the container runtimes

@@ -13,11 +13,15 @@ import (
 )
 
 // verifyInjected decides a pod created with podrole.io/status already set
-// (a restore from backup, a manifest exported from a running pod). Trusting
+// (a restore from backup, a manifest exported from a running pod, or the
+// API server re-invoking the webhook after a later mutating webhook changed
+// the pod it had just injected: reinvocationPolicy IfNeeded). Trusting
 // the annotation would let anyone skip injection, or bring a hand-written
 // podrole-agent with a role the namespace does not allow; so the pod is
 // admitted unchanged only when its podrole containers are exactly what the
-// webhook would inject for it now, and refused otherwise.
+// webhook would inject for it now, and refused otherwise. Every check of a
+// fresh pod (privileges, UIDs, role) runs again on the rest of the pod, so a
+// container a later webhook added is judged as if the user had written it.
 func verifyInjected(pod *corev1.Pod, ns Namespace, cfg Config) Result {
 	stripped := pod.DeepCopy()
 	delete(stripped.Annotations, contract.AnnotationStatus)
@@ -56,9 +60,10 @@ func verifyInjected(pod *corev1.Pod, ns Namespace, cfg Config) Result {
 		return denied("cannot rebuild the injection to check the pod's %s annotation: %v", contract.AnnotationStatus, err)
 	}
 	if why := differs(pod, &want); why != "" {
-		return denied("pod %s carries %s=%s but %s, so it is not what podrole injects for it (copied from another pod, or edited?); remove the %s and %s annotations and the %s/%s containers and create it again",
+		return denied("pod %s carries %s=%s but %s, so it is not what podrole injects for it (copied from another pod, edited, or changed by a later mutating webhook?); remove the %s and %s annotations and the %s/%s containers and create it again; if another mutating webhook changed them, make it leave %s and %s alone (and never put containers before them)",
 			podName(pod), contract.AnnotationStatus, pod.Annotations[contract.AnnotationStatus], why,
-			contract.AnnotationStatus, contract.AnnotationRoleARN, contract.InitContainerName, contract.AgentContainerName)
+			contract.AnnotationStatus, contract.AnnotationRoleARN, contract.InitContainerName, contract.AgentContainerName,
+			contract.InitContainerName, contract.AgentContainerName)
 	}
 	return Result{Outcome: Skipped, Message: "pod already has " + contract.AnnotationStatus + " and its podrole containers match", RoleARN: res.RoleARN}
 }

@@ -14,7 +14,9 @@ import (
 func ns(name string, labels map[string]string) *corev1.Namespace {
 	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels,
 		Annotations:   map[string]string{"iam.amazonaws.com/allowed-roles": `["a"]`},
-		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}}}
+		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}, Finalizers: []string{"example.com/keep"}},
+		Spec:   corev1.NamespaceSpec{Finalizers: []corev1.FinalizerName{corev1.FinalizerKubernetes}},
+		Status: corev1.NamespaceStatus{Phase: corev1.NamespaceActive}}
 }
 
 // TestCache: lookups before the informer has synced fall back to a GET;
@@ -63,8 +65,8 @@ func TestCache(t *testing.T) {
 		}
 	}
 	cached, err := c.lister.Get("team-a")
-	if err != nil || len(cached.ManagedFields) != 0 {
-		t.Fatalf("cache keeps managed fields: %v %v", cached, err)
+	if err != nil || len(cached.ManagedFields) != 0 || len(cached.Finalizers) != 0 || len(cached.Spec.Finalizers) != 0 || cached.Status.Phase != "" {
+		t.Fatalf("cache keeps more than name, labels and annotations: %+v %v", cached, err)
 	}
 
 	if _, err := c.Namespace(ctx, "missing"); err == nil || !strings.Contains(err.Error(), `get namespace "missing"`) {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/podrole/podrole/contract"
 )
@@ -88,6 +89,40 @@ type Namespace struct {
 // With both allow-lists present both must pass; with neither, requireAllowed
 // denies.
 func CheckNamespace(ns Namespace, role, arn, base string, requireAllowed bool) *Denial {
+	return (*ListCache)(nil).CheckNamespace(ns, role, arn, base, requireAllowed)
+}
+
+// ListCache remembers parsed allow-lists by their raw annotation value, so
+// that admitting a pod does not parse JSON or compile a regexp every time.
+// Entries depend only on the annotation string, so a changed annotation is a
+// new key and is never answered from a stale entry. It holds at most max
+// entries per list kind (an arbitrary one is dropped to make room), bounding
+// memory however many distinct annotations a cluster has. A nil *ListCache
+// caches nothing. It is safe for concurrent use.
+type ListCache struct {
+	mu        sync.Mutex
+	max       int
+	allowed   map[string]allowedList
+	permitted map[string]permittedList
+}
+
+type allowedList struct {
+	entries []string
+	err     error
+}
+
+type permittedList struct {
+	re  *regexp.Regexp
+	err error
+}
+
+// NewListCache returns a cache of at most max entries per annotation kind.
+func NewListCache(max int) *ListCache {
+	return &ListCache{max: max, allowed: map[string]allowedList{}, permitted: map[string]permittedList{}}
+}
+
+// CheckNamespace is the package's CheckNamespace with parsed lists from c.
+func (c *ListCache) CheckNamespace(ns Namespace, role, arn, base string, requireAllowed bool) *Denial {
 	allowed, hasAllowed := ns.Annotations[contract.AnnotationAllowedRoles]
 	permitted, hasPermitted := ns.Annotations[contract.AnnotationPermitted]
 	if !hasAllowed && !hasPermitted {
@@ -98,25 +133,78 @@ func CheckNamespace(ns Namespace, role, arn, base string, requireAllowed bool) *
 		return nil
 	}
 	if hasAllowed {
-		if d := checkAllowedRoles(ns.Name, allowed, role, arn, base); d != nil {
+		if d := checkAllowedRoles(ns.Name, allowed, c.allowedList(allowed), role, arn, base); d != nil {
 			return d
 		}
 	}
 	if hasPermitted {
-		if d := checkPermitted(ns.Name, permitted, role); d != nil {
+		if d := checkPermitted(ns.Name, permitted, c.permittedList(permitted), role); d != nil {
 			return d
 		}
 	}
 	return nil
 }
 
-func checkAllowedRoles(ns, raw, role, arn, base string) *Denial {
-	var entries []string
-	if err := json.Unmarshal([]byte(raw), &entries); err != nil {
-		return deny("namespace %q has an invalid %s annotation %q (%v): it must be a JSON array of role names or ARNs, e.g. [\"app-*\"]; ask a cluster admin to fix it",
-			ns, contract.AnnotationAllowedRoles, raw, err)
+// allowedList parses an iam.amazonaws.com/allowed-roles value (the returned
+// entries are shared: read only).
+func (c *ListCache) allowedList(raw string) allowedList {
+	if c != nil {
+		c.mu.Lock()
+		l, ok := c.allowed[raw]
+		c.mu.Unlock()
+		if ok {
+			return l
+		}
 	}
-	for _, e := range entries {
+	var l allowedList
+	l.err = json.Unmarshal([]byte(raw), &l.entries)
+	if c != nil {
+		c.mu.Lock()
+		makeRoom(c.allowed, c.max)
+		c.allowed[raw] = l
+		c.mu.Unlock()
+	}
+	return l
+}
+
+// permittedList compiles an iam.amazonaws.com/permitted value (a Regexp is
+// safe for concurrent use).
+func (c *ListCache) permittedList(expr string) permittedList {
+	if c != nil {
+		c.mu.Lock()
+		l, ok := c.permitted[expr]
+		c.mu.Unlock()
+		if ok {
+			return l
+		}
+	}
+	var l permittedList
+	l.re, l.err = regexp.Compile(`^(?:` + expr + `)$`)
+	if c != nil {
+		c.mu.Lock()
+		makeRoom(c.permitted, c.max)
+		c.permitted[expr] = l
+		c.mu.Unlock()
+	}
+	return l
+}
+
+// makeRoom drops arbitrary entries until m has room for one more.
+func makeRoom[V any](m map[string]V, max int) {
+	for k := range m {
+		if len(m) < max {
+			return
+		}
+		delete(m, k)
+	}
+}
+
+func checkAllowedRoles(ns, raw string, l allowedList, role, arn, base string) *Denial {
+	if l.err != nil {
+		return deny("namespace %q has an invalid %s annotation %q (%v): it must be a JSON array of role names or ARNs, e.g. [\"app-*\"]; ask a cluster admin to fix it",
+			ns, contract.AnnotationAllowedRoles, raw, l.err)
+	}
+	for _, e := range l.entries {
 		pattern := e
 		if !strings.HasPrefix(e, "arn:") {
 			if base == "" {
@@ -133,18 +221,18 @@ func checkAllowedRoles(ns, raw, role, arn, base string) *Denial {
 			return nil
 		}
 	}
-	list, _ := json.Marshal(entries)
+	// Only a denial spells the list out, so a success never marshals it.
+	list, _ := json.Marshal(l.entries)
 	return deny("role %q is not allowed in namespace %q: its %s %s does not match %s; ask a cluster admin to add it or use an allowed role",
 		role, ns, contract.AnnotationAllowedRoles, list, arn)
 }
 
-func checkPermitted(ns, expr, role string) *Denial {
-	re, err := regexp.Compile(`^(?:` + expr + `)$`)
-	if err != nil {
+func checkPermitted(ns, expr string, l permittedList, role string) *Denial {
+	if l.err != nil {
 		return deny("namespace %q has an invalid %s annotation %q (%v): it must be one regular expression; ask a cluster admin to fix it",
-			ns, contract.AnnotationPermitted, expr, err)
+			ns, contract.AnnotationPermitted, expr, l.err)
 	}
-	if !re.MatchString(role) {
+	if !l.re.MatchString(role) {
 		return deny("role %q is not allowed in namespace %q: its %s regexp %q does not match %q; ask a cluster admin to widen it or use a permitted role",
 			role, ns, contract.AnnotationPermitted, expr, role)
 	}

@@ -100,3 +100,55 @@ func TestExternalIDNotEchoed(t *testing.T) {
 		t.Fatal("1225 characters accepted")
 	}
 }
+
+// TestListCache checks that cached allow-lists decide exactly as parsing
+// each time, that a changed annotation is judged by its new value, that bad
+// annotations stay refused when cached, and that the cache stays bounded.
+func TestListCache(t *testing.T) {
+	const base = "arn:aws:iam::111122223333:role/"
+	c := NewListCache(2)
+	tests := []struct {
+		allowed, permitted string // "" = annotation absent
+		role               string
+		deny               string // substring of the denial; "" = allowed
+	}{
+		{allowed: `["app-*"]`, role: "app-reader"},
+		{allowed: `["app-*"]`, role: "web", deny: "does not match"},
+		{allowed: `["web"]`, role: "app-reader", deny: "does not match"}, // changed value: new answer
+		{allowed: `["web"]`, role: "web"},
+		{allowed: `[app]`, role: "app", deny: "invalid iam.amazonaws.com/allowed-roles"},
+		{allowed: `[app]`, role: "app", deny: "invalid iam.amazonaws.com/allowed-roles"}, // cached error
+		{permitted: `app-.*`, role: "app-x"},
+		{permitted: `app-.*`, role: "xapp-x", deny: "does not match"}, // anchored
+		{permitted: `app-(`, role: "app-x", deny: "invalid iam.amazonaws.com/permitted"},
+		{permitted: `app-(`, role: "app-x", deny: "invalid iam.amazonaws.com/permitted"},
+		{allowed: `["app-*"]`, permitted: `web`, role: "app-1", deny: "permitted regexp"}, // both must pass
+	}
+	for round := 0; round < 2; round++ {
+		for _, tt := range tests {
+			ann := map[string]string{}
+			if tt.allowed != "" {
+				ann["iam.amazonaws.com/allowed-roles"] = tt.allowed
+			}
+			if tt.permitted != "" {
+				ann["iam.amazonaws.com/permitted"] = tt.permitted
+			}
+			ns := Namespace{Name: "team", Annotations: ann}
+			arn := base + tt.role
+			uncached := CheckNamespace(ns, tt.role, arn, base, false)
+			cached := c.CheckNamespace(ns, tt.role, arn, base, false)
+			if (uncached == nil) != (cached == nil) || (cached != nil && cached.Message != uncached.Message) {
+				t.Fatalf("%+v: cached %v, uncached %v", tt, cached, uncached)
+			}
+			switch {
+			case tt.deny == "" && cached != nil:
+				t.Errorf("%+v: denied: %s", tt, cached.Message)
+			case tt.deny != "" && (cached == nil || !strings.Contains(cached.Message, tt.deny)):
+				t.Errorf("%+v: got %v, want a denial containing %q", tt, cached, tt.deny)
+			}
+		}
+	}
+	if len(c.allowed) > 2 || len(c.permitted) > 2 {
+		t.Errorf("cache holds %d allowed and %d permitted entries, bound is 2", len(c.allowed), len(c.permitted))
+	}
+}

@@ -4,14 +4,15 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"mime"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -59,8 +60,17 @@ type Options struct {
 type Server struct {
 	opts       Options
 	admissions *prometheus.CounterVec
-	latency    prometheus.Histogram
+	// outcomes are admissions' children by result, resolved once: a
+	// WithLabelValues per request hashes the label and takes a lock.
+	outcomes map[string]prometheus.Counter
+	latency  prometheus.Histogram
+	// buffers hold request and response bodies between requests (*bytes.Buffer).
+	buffers sync.Pool
 }
+
+// maxPooledBuffer is the largest buffer kept for reuse: a typical review is
+// a few KiB, and one rare 3 MiB pod must not pin 3 MiB per pooled buffer.
+const maxPooledBuffer = 64 << 10
 
 // New registers the metrics and returns a Server.
 func New(opts Options) (*Server, error) {
@@ -69,6 +79,11 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.LookupTimeout == 0 {
 		opts.LookupTimeout = 2 * time.Second
+	}
+	if opts.Config.Caches == nil {
+		// Pods of one workload get the same patch; a few hundred entries
+		// cover a cluster's distinct roles and pod shapes in a few MiB at most.
+		opts.Config.Caches = mutate.NewCaches(256)
 	}
 	s := &Server{
 		opts: opts,
@@ -88,9 +103,11 @@ func New(opts Options) (*Server, error) {
 		}
 	}
 	// Every result appears in /metrics from the start, so rates work at once.
+	s.outcomes = map[string]prometheus.Counter{}
 	for _, r := range []string{string(mutate.Injected), string(mutate.Blocked), string(mutate.Skipped), string(mutate.Denied), OutcomeError} {
-		s.admissions.WithLabelValues(r)
+		s.outcomes[r] = s.admissions.WithLabelValues(r)
 	}
+	s.buffers.New = func() any { return new(bytes.Buffer) }
 	return s, nil
 }
 
@@ -137,7 +154,7 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 				if v == http.ErrAbortHandler {
 					panic(v)
 				}
-				s.admissions.WithLabelValues(OutcomeError).Inc()
+				s.count(OutcomeError)
 				s.opts.Logger.Error("panic serving request", "path", r.URL.Path, "panic", fmt.Sprint(v))
 				http.Error(w, "internal error", http.StatusInternalServerError)
 			}
@@ -150,39 +167,66 @@ func (s *Server) serveMutate(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	defer func() { s.latency.Observe(time.Since(start).Seconds()) }()
 
-	review, status, err := readReview(w, r)
+	buf := s.buffers.Get().(*bytes.Buffer)
+	defer s.putBuffer(buf)
+	review, status, err := readReview(w, r, buf)
 	if err != nil {
-		s.admissions.WithLabelValues(OutcomeError).Inc()
+		s.count(OutcomeError)
 		s.opts.Logger.Warn("bad admission request", "remote", r.RemoteAddr, "error", err.Error())
 		http.Error(w, err.Error(), status)
 		return
 	}
 	resp, outcome := s.review(r.Context(), review.Request)
 	resp.UID = review.Request.UID
-	s.admissions.WithLabelValues(outcome).Inc()
+	s.count(outcome)
 
+	// The request body is decoded (and copied) by now, so buf is free again.
+	// Encode is Marshal plus a newline, which is not sent.
 	out := admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: resp}
-	body, err := json.Marshal(&out)
-	if err != nil {
+	buf.Reset()
+	if err := json.NewEncoder(buf).Encode(&out); err != nil {
 		s.opts.Logger.Error("encode admission response", "uid", string(resp.UID), "error", err.Error())
 		http.Error(w, "encode response", http.StatusInternalServerError)
 		return
 	}
+	body := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	w.Header().Set("Content-Type", "application/json")
 	if _, err := w.Write(body); err != nil {
 		s.opts.Logger.Debug("write admission response", "error", err.Error())
 	}
 }
 
-// readReview reads and checks an AdmissionReview v1 request body. On error
-// it returns the HTTP status to answer with.
-func readReview(w http.ResponseWriter, r *http.Request) (*admissionv1.AdmissionReview, int, error) {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
+// count adds one admission with result outcome.
+func (s *Server) count(outcome string) {
+	c, ok := s.outcomes[outcome]
+	if !ok {
+		c = s.admissions.WithLabelValues(outcome)
+	}
+	c.Inc()
+}
+
+func (s *Server) putBuffer(b *bytes.Buffer) {
+	if b.Cap() > maxPooledBuffer {
+		return
+	}
+	b.Reset()
+	s.buffers.Put(b)
+}
+
+// readReview reads and checks an AdmissionReview v1 request body, using buf
+// for the body. On error it returns the HTTP status to answer with.
+func readReview(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) (*admissionv1.AdmissionReview, int, error) {
+	// The API server sends exactly "application/json": no need to parse it.
+	if ct := r.Header.Get("Content-Type"); ct != "" && ct != "application/json" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
 			return nil, http.StatusUnsupportedMediaType, fmt.Errorf("content type %q is not application/json", ct)
 		}
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxReviewBytes))
+	if n := r.ContentLength; n > 0 && n <= MaxReviewBytes {
+		buf.Grow(int(n) + bytes.MinRead) // ReadFrom wants MinRead spare bytes before it sees EOF
+	}
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, MaxReviewBytes))
+	body := buf.Bytes()
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -220,11 +264,20 @@ func DecodeReview(body []byte) (*admissionv1.AdmissionReview, error) {
 
 // review decides one request; it never returns nil.
 func (s *Server) review(ctx context.Context, req *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, string) {
-	log := s.opts.Logger.With("uid", string(req.UID), "namespace", req.Namespace, "operation", string(req.Operation))
+	log := reqLog{ctx: ctx, base: s.opts.Logger, req: req}
 	allow := &admissionv1.AdmissionResponse{Allowed: true}
 
-	// The webhook configuration only sends pod CREATEs; anything else is not
-	// ours to judge.
+	// kubectl debug adds ephemeral containers to a running pod through this
+	// subresource, never through a pod CREATE.
+	if req.SubResource == "ephemeralcontainers" {
+		if req.Operation != admissionv1.Update {
+			log.Debug("ephemeralcontainers request that is not an update; allowed", "kind", req.Kind.String())
+			return allow, string(mutate.Skipped)
+		}
+		return s.reviewEphemeral(log.logger(), req)
+	}
+	// The webhook configuration sends pod CREATEs (and the ephemeralcontainers
+	// updates above); anything else is not ours to judge.
 	if req.Kind.Group != "" || req.Kind.Kind != "Pod" || req.SubResource != "" || req.Operation != admissionv1.Create {
 		log.Debug("not a pod creation; allowed", "kind", req.Kind.String(), "subresource", req.SubResource)
 		return allow, string(mutate.Skipped)
@@ -241,7 +294,7 @@ func (s *Server) review(ctx context.Context, req *admissionv1.AdmissionRequest) 
 	if name == "" {
 		name = pod.GenerateName + "*"
 	}
-	log = log.With("pod", name)
+	log = log.withPod(name)
 
 	lctx, cancel := context.WithTimeout(ctx, s.opts.LookupTimeout)
 	defer cancel()
@@ -267,6 +320,52 @@ func (s *Server) review(ctx context.Context, req *admissionv1.AdmissionRequest) 
 	}
 }
 
+// reviewEphemeral decides an UPDATE of pods/ephemeralcontainers. The API
+// server sends the whole Pod as object (with the new list) and oldObject.
+// No namespace lookup: the pod itself says whether podrole injected it, and a
+// lookup failure would needlessly stop debug sessions.
+func (s *Server) reviewEphemeral(log *slog.Logger, req *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, string) {
+	if req.Kind.Group != "" || req.Kind.Kind != "Pod" {
+		// Kubernetes before 1.22 sent kind EphemeralContainers here; judging
+		// it as a Pod would see no containers and fail open.
+		log.Warn("ephemeralcontainers request is not a v1 Pod; refusing", "kind", req.Kind.String())
+		return refuse(http.StatusBadRequest, fmt.Sprintf("podrole: the ephemeralcontainers request carries kind %q, not a v1 Pod, so podrole cannot check the new containers; it needs Kubernetes 1.22 or later", req.Kind.String())), OutcomeError
+	}
+	pod, err := decodePod(req.Object.Raw)
+	if err != nil || pod == nil {
+		if err == nil {
+			err = errors.New("the request has no object")
+		}
+		log.Warn("cannot decode pod", "error", err.Error())
+		return refuse(http.StatusBadRequest, fmt.Sprintf("podrole: cannot decode the pod to check its ephemeral containers: %v", err)), OutcomeError
+	}
+	old, err := decodePod(req.OldObject.Raw)
+	if err != nil {
+		log.Warn("cannot decode old pod", "error", err.Error())
+		return refuse(http.StatusBadRequest, fmt.Sprintf("podrole: cannot decode the stored pod (oldObject) to check its ephemeral containers: %v", err)), OutcomeError
+	}
+	log = log.With("pod", pod.Name, "subresource", req.SubResource)
+	res := mutate.CheckEphemeral(old, pod, s.opts.Config)
+	if res.Outcome == mutate.Denied {
+		log.Info("ephemeral container denied", "reason", res.Message)
+		return refuse(http.StatusForbidden, res.Message), string(res.Outcome)
+	}
+	log.Debug("ephemeral containers allowed", "reason", res.Message)
+	return &admissionv1.AdmissionResponse{Allowed: true}, string(res.Outcome)
+}
+
+// decodePod decodes raw as a Pod; nil, nil when raw is empty or null.
+func decodePod(raw []byte) (*corev1.Pod, error) {
+	if len(bytes.TrimSpace(raw)) == 0 || bytes.Equal(bytes.TrimSpace(raw), []byte("null")) {
+		return nil, nil
+	}
+	var pod corev1.Pod
+	if err := json.Unmarshal(raw, &pod); err != nil {
+		return nil, err
+	}
+	return &pod, nil
+}
+
 func refuse(code int32, msg string) *admissionv1.AdmissionResponse {
 	reason := metav1.StatusReasonForbidden
 	switch code {
@@ -279,3 +378,40 @@ func refuse(code int32, msg string) *admissionv1.AdmissionResponse {
 		Status: metav1.StatusFailure, Code: code, Reason: reason, Message: msg,
 	}}
 }
+
+// reqLog logs with a request's attributes (uid, namespace, operation and,
+// once known, pod), building them only for records the level lets through:
+// slog's With formats its attributes at once, which cost every admission
+// time and allocations even when the record was then dropped. The output is
+// the same as with With.
+type reqLog struct {
+	ctx  context.Context
+	base *slog.Logger
+	req  *admissionv1.AdmissionRequest
+	pod  *string
+}
+
+func (l reqLog) withPod(name string) reqLog {
+	l.pod = &name
+	return l
+}
+
+// logger is the request's logger with its attributes.
+func (l reqLog) logger() *slog.Logger {
+	lg := l.base.With("uid", string(l.req.UID), "namespace", l.req.Namespace, "operation", string(l.req.Operation))
+	if l.pod != nil {
+		lg = lg.With("pod", *l.pod)
+	}
+	return lg
+}
+
+func (l reqLog) log(level slog.Level, msg string, args []any) {
+	if l.base.Enabled(l.ctx, level) {
+		l.logger().Log(l.ctx, level, msg, args...)
+	}
+}
+
+func (l reqLog) Debug(msg string, args ...any) { l.log(slog.LevelDebug, msg, args) }
+func (l reqLog) Info(msg string, args ...any)  { l.log(slog.LevelInfo, msg, args) }
+func (l reqLog) Warn(msg string, args ...any)  { l.log(slog.LevelWarn, msg, args) }
+func (l reqLog) Error(msg string, args ...any) { l.log(slog.LevelError, msg, args) }

@@ -51,9 +51,18 @@ func testNamespaces() namespaces {
 
 func newTestServer(t testing.TB, ready ...Check) (*Server, *prometheus.Registry) {
 	t.Helper()
+	return newTestServerWith(t, nil, ready...)
+}
+
+// newTestServerWith is newTestServer with mod applied to the configuration.
+func newTestServerWith(t testing.TB, mod func(*mutate.Config), ready ...Check) (*Server, *prometheus.Registry) {
+	t.Helper()
 	cfg := mutate.DefaultConfig()
 	cfg.SidecarImage = "registry.example/podrole-sidecar:test"
 	cfg.BaseRoleARN = "arn:aws:iam::111122223333:role/"
+	if mod != nil {
+		mod(&cfg)
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -225,6 +234,8 @@ func FuzzDecodeReview(f *testing.F) {
 	f.Add(reviewJSON("seed", "limited", admissionv1.Create, "Pod", podJSON("limited", map[string]string{contract.AnnotationRole: "x"})))
 	f.Add([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"1","kind":{"kind":"Pod","version":"v1"},"operation":"CREATE","namespace":"team-a","object":null}}`))
 	f.Add([]byte(`{}`))
+	f.Add(ephemeralReviewJSON("seed", "Pod", admissionv1.Update, podJSON("team-a", map[string]string{contract.AnnotationStatus: contract.StatusInjected}),
+		[]byte(`{"metadata":{"name":"app","annotations":{"podrole.io/status":"injected"}},"spec":{"ephemeralContainers":[{"name":"d","securityContext":{"privileged":true}}]}}`)))
 	s, _ := newTestServer(f)
 	h := s.Handler()
 	f.Fuzz(func(t *testing.T, body []byte) {
