@@ -137,17 +137,26 @@ func (s *SelfSigned) watch(ctx context.Context, changed func()) {
 			return secrets.Watch(ctx, o)
 		},
 	}
-	_, ctrl := cache.NewInformerWithOptions(cache.InformerOptions{
-		// The fake clientset of unit tests cannot stream a watch-list.
-		ListerWatcher: cache.ToListWatcherWithWatchListSemantics(lw, s.Client),
-		ObjectType:    &corev1.Secret{},
-		Handler: cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(any) { changed() },
-			UpdateFunc: func(any, any) { changed() },
-			DeleteFunc: func(any) { changed() },
-		},
+	// The fake clientset of unit tests cannot stream a watch-list.
+	inf := cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, s.Client), &corev1.Secret{}, cache.SharedIndexInformerOptions{})
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(any) { changed() },
+		UpdateFunc: func(any, any) { changed() },
+		DeleteFunc: func(any) { changed() },
+	}); err != nil {
+		s.Logger.Warn("cannot watch the certificate secret; changes are picked up at the periodic sync only", "error", err.Error())
+		return
+	}
+	// Without this a watch refused by RBAC would only show in klog, and
+	// rotations would silently wait for the periodic sync.
+	_ = inf.SetWatchErrorHandlerWithContext(func(ctx context.Context, _ *cache.Reflector, err error) {
+		if ctx.Err() != nil {
+			return // shutting down
+		}
+		s.Logger.Warn("watching the certificate secret failed; retrying (the Role needs list and watch on it)",
+			"secret", s.SecretNamespace+"/"+s.SecretName, "error", err.Error())
 	})
-	ctrl.RunWithContext(ctx)
+	inf.RunWithContext(ctx)
 }
 
 // material is the decoded content of the Secret.
@@ -461,7 +470,7 @@ func (s *SelfSigned) editBundles(ctx context.Context, edit func([]byte) []byte) 
 		if _, err := api.Update(ctx, mwc, metav1.UpdateOptions{}); err != nil {
 			return err
 		}
-		s.Logger.Info("published CA bundle", "mutatingwebhookconfiguration", s.WebhookConfigName, "cas", len(parseBundle(mwc.Webhooks[0].ClientConfig.CABundle)))
+		s.Logger.Info("caBundle updated", "mutatingwebhookconfiguration", s.WebhookConfigName, "cas", len(parseBundle(mwc.Webhooks[0].ClientConfig.CABundle)))
 		return nil
 	})
 	if err != nil {

@@ -289,6 +289,40 @@ func TestSelfSignedAgainstAPIServer(t *testing.T) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+
+	// Forced rotation: deleting the Secret is noticed through the watch the
+	// Role allows (list/watch by name), not at the hourly resync; the new CA
+	// joins the old one in the caBundle and the new certificate is served.
+	oldBundle := mwc.Webhooks[0].ClientConfig.CABundle
+	if err := cluster.Client.CoreV1().Secrets("podrole-system").Delete(ctx, "podrole-webhook-tls", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer rcancel()
+	var newSec *corev1.Secret
+	for {
+		newSec, err = cluster.Client.CoreV1().Secrets("podrole-system").Get(rctx, "podrole-webhook-tls", metav1.GetOptions{})
+		if err == nil && !bytes.Equal(newSec.Data["ca.crt"], sec.Data["ca.crt"]) {
+			break
+		}
+		select {
+		case <-rctx.Done():
+			t.Fatalf("the webhook did not recreate its Secret within 30s of its deletion (is the watch allowed?): %v", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	mwc, err = mwcs.Get(ctx, "podrole-webhook", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := mwc.Webhooks[0].ClientConfig.CABundle; !bytes.HasPrefix(got, newSec.Data["ca.crt"]) || !bytes.Contains(got, oldBundle) {
+		t.Fatal("caBundle after the forced rotation is not the new CA followed by the old one")
+	}
+	newRoots := x509.NewCertPool()
+	newRoots.AppendCertsFromPEM(newSec.Data["ca.crt"])
+	if err := kubetest.WaitHTTPS(rctx, "https://localhost:"+strconv.Itoa(port)+"/healthz", newRoots); err != nil {
+		t.Fatalf("the webhook does not serve the recreated certificate: %v", err)
+	}
 	if strings.Contains(logs.String(), "forbidden") {
 		t.Errorf("the ServiceAccount's RBAC refused something:\n%s", logs.String())
 	}
