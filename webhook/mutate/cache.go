@@ -18,12 +18,22 @@ type Caches struct {
 	mu      sync.Mutex
 	max     int
 	patches map[patchKey][]byte
+	roles   map[roleKey]resolved
 	lists   *policy.ListCache
+}
+
+// roleKey is a role as written and the base ARN completing it.
+type roleKey struct{ value, base string }
+
+// resolved is policy.ResolveRole's answer.
+type resolved struct {
+	arn    string
+	denial *policy.Denial
 }
 
 // NewCaches returns caches of at most max entries each.
 func NewCaches(max int) *Caches {
-	return &Caches{max: max, patches: map[patchKey][]byte{}, lists: policy.NewListCache(max)}
+	return &Caches{max: max, patches: map[patchKey][]byte{}, roles: map[roleKey]resolved{}, lists: policy.NewListCache(max)}
 }
 
 // patchKey is everything a patch depends on: cfg (its Caches field cleared)
@@ -68,6 +78,31 @@ func (c *Caches) storePatch(k patchKey, b []byte) {
 		delete(c.patches, old)
 	}
 	c.patches[k] = b
+}
+
+// resolveRole is policy.ResolveRole, remembered: it runs two regexps.
+func (c *Caches) resolveRole(value, base string) (string, *policy.Denial) {
+	if c == nil {
+		return policy.ResolveRole(value, base)
+	}
+	k := roleKey{value, base}
+	c.mu.Lock()
+	r, ok := c.roles[k]
+	c.mu.Unlock()
+	if ok {
+		return r.arn, r.denial
+	}
+	r.arn, r.denial = policy.ResolveRole(value, base)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for old := range c.roles {
+		if len(c.roles) < c.max {
+			break
+		}
+		delete(c.roles, old)
+	}
+	c.roles[k] = r
+	return r.arn, r.denial
 }
 
 // listCache is nil (no caching) when c is.

@@ -67,7 +67,7 @@ func TestCachesChangeNothing(t *testing.T) {
 			}
 		}
 	}
-	if n := len(caches.patches); n > caches.max {
-		t.Errorf("patch cache holds %d entries, bound is %d", n, caches.max)
+	if n, m := len(caches.patches), len(caches.roles); n > caches.max || m > caches.max {
+		t.Errorf("caches hold %d patches and %d roles, bound is %d", n, m, caches.max)
 	}
 }

@@ -178,7 +178,7 @@ func block(pod *corev1.Pod, cfg Config) Result {
 
 // inject resolves and checks role, then adds the init step and the agent.
 func inject(pod *corev1.Pod, ns Namespace, role string, cfg Config) Result {
-	arn, d := policy.ResolveRole(role, cfg.BaseRoleARN)
+	arn, d := cfg.Caches.resolveRole(role, cfg.BaseRoleARN)
 	if d != nil {
 		return Result{Outcome: Denied, Message: d.Message}
 	}

@@ -3,6 +3,7 @@ package mutate
 import (
 	"encoding/json"
 	"fmt"
+	"path"
 	"slices"
 	"strings"
 
@@ -96,16 +97,50 @@ func differs(got, want *corev1.Pod) string {
 				got, want any
 			}{
 				{"image", g.Image, w.Image}, {"command", g.Command, w.Command}, {"args", g.Args, w.Args},
-				{"env", defaultEnv(g.Env), defaultEnv(w.Env)}, {"ports", g.Ports, w.Ports}, {"volumeMounts", g.VolumeMounts, w.VolumeMounts},
+				{"env", defaultEnv(g.Env), defaultEnv(w.Env)}, {"ports", g.Ports, w.Ports},
 				{"securityContext", g.SecurityContext, w.SecurityContext}, {"restartPolicy", g.RestartPolicy, w.RestartPolicy},
 			} {
 				if !equality.Semantic.DeepEqual(f.got, f.want) {
 					return fmt.Sprintf("its %s container's %s differs from the one podrole injects", w.Name, f.field)
 				}
 			}
+			if why := mountsDiffer(g.VolumeMounts, w.VolumeMounts); why != "" {
+				return fmt.Sprintf("its %s container's volumeMounts differ from the ones podrole injects: %s", w.Name, why)
+			}
 		}
 	}
 	return ""
+}
+
+// mountsDiffer allows mounts beyond ours, because in-tree admission plugins
+// add them: with reinvocationPolicy IfNeeded the API server re-runs the
+// ServiceAccount plugin after our patch, and it mounts the pod's API token
+// into every container, ours included. Each mount podrole injects must be
+// there unchanged, and no other mount may sit on, above or below one of its
+// paths (that could swap the web-identity token the agent reads).
+func mountsDiffer(got, want []corev1.VolumeMount) string {
+	for _, w := range want {
+		if !slices.ContainsFunc(got, func(g corev1.VolumeMount) bool { return equality.Semantic.DeepEqual(g, w) }) {
+			return fmt.Sprintf("%s is not mounted at %s as podrole mounts it", w.Name, w.MountPath)
+		}
+	}
+	for _, g := range got {
+		if slices.ContainsFunc(want, func(w corev1.VolumeMount) bool { return equality.Semantic.DeepEqual(g, w) }) {
+			continue
+		}
+		for _, w := range want {
+			if pathsOverlap(g.MountPath, w.MountPath) {
+				return fmt.Sprintf("%s at %s overlaps podrole's mount at %s", g.Name, g.MountPath, w.MountPath)
+			}
+		}
+	}
+	return ""
+}
+
+// pathsOverlap reports whether a is b, or one lies below the other.
+func pathsOverlap(a, b string) bool {
+	a, b = strings.TrimSuffix(path.Clean(a), "/")+"/", strings.TrimSuffix(path.Clean(b), "/")+"/"
+	return strings.HasPrefix(a, b) || strings.HasPrefix(b, a)
 }
 
 func containerNames(cs []corev1.Container) []string {

@@ -83,6 +83,16 @@ func (c *Cache) Namespace(ctx context.Context, name string) (mutate.Namespace, e
 // slim keeps of a Namespace what lookups and the informer use: name, UID,
 // resource version, labels and annotations (no managed fields, spec or
 // status). Anything else (a tombstone) passes unchanged.
+// CachedNamespace returns name from the cache only; ok is false when the
+// cache does not have it (or cannot be read), and Namespace must be asked.
+func (c *Cache) CachedNamespace(name string) (mutate.Namespace, bool) {
+	ns, err := c.lister.Get(name)
+	if err != nil {
+		return mutate.Namespace{}, false
+	}
+	return convert(ns), true
+}
+
 func slim(obj any) (any, error) {
 	ns, ok := obj.(*corev1.Namespace)
 	if !ok {

@@ -35,6 +35,9 @@ func TestCache(t *testing.T) {
 	if c.Synced() {
 		t.Fatal("synced before start")
 	}
+	if _, ok := c.CachedNamespace("team-a"); ok {
+		t.Fatal("CachedNamespace answered before the informer started")
+	}
 	c.Start(ctx)
 	for !c.Synced() {
 		select {
@@ -63,6 +66,12 @@ func TestCache(t *testing.T) {
 			t.Fatal("label change never reached the cache")
 		case <-time.After(10 * time.Millisecond):
 		}
+	}
+	if got, ok := c.CachedNamespace("team-a"); !ok || got.Labels["podrole.io/inject"] != "disabled" || got.Annotations["iam.amazonaws.com/allowed-roles"] != `["a"]` {
+		t.Fatalf("CachedNamespace after sync: %+v, %v", got, ok)
+	}
+	if _, ok := c.CachedNamespace("missing"); ok {
+		t.Fatal("CachedNamespace answered for a namespace that does not exist")
 	}
 	cached, err := c.lister.Get("team-a")
 	if err != nil || len(cached.ManagedFields) != 0 || len(cached.Finalizers) != 0 || len(cached.Spec.Finalizers) != 0 || cached.Status.Phase != "" {

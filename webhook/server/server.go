@@ -37,6 +37,13 @@ type NamespaceGetter interface {
 	Namespace(ctx context.Context, name string) (mutate.Namespace, error)
 }
 
+// CachedNamespaceGetter is a NamespaceGetter that can answer from memory
+// without blocking; ok false means "not cached, call Namespace".
+type CachedNamespaceGetter interface {
+	NamespaceGetter
+	CachedNamespace(name string) (ns mutate.Namespace, ok bool)
+}
+
 // Check is a named readiness condition; nil means ready.
 type Check struct {
 	Name  string
@@ -296,9 +303,7 @@ func (s *Server) review(ctx context.Context, req *admissionv1.AdmissionRequest) 
 	}
 	log = log.withPod(name)
 
-	lctx, cancel := context.WithTimeout(ctx, s.opts.LookupTimeout)
-	defer cancel()
-	ns, err := s.opts.Namespaces.Namespace(lctx, pod.Namespace)
+	ns, err := s.namespace(ctx, pod.Namespace)
 	if err != nil {
 		// Fail closed: without the namespace we cannot know its allow-lists.
 		log.Error("namespace lookup failed; refusing", "error", err.Error())
@@ -352,6 +357,19 @@ func (s *Server) reviewEphemeral(log *slog.Logger, req *admissionv1.AdmissionReq
 	}
 	log.Debug("ephemeral containers allowed", "reason", res.Message)
 	return &admissionv1.AdmissionResponse{Allowed: true}, string(res.Outcome)
+}
+
+// namespace looks name up, bounded by LookupTimeout. A cache hit needs no
+// timeout, and skipping it saves a timer and a context per admission.
+func (s *Server) namespace(ctx context.Context, name string) (mutate.Namespace, error) {
+	if c, ok := s.opts.Namespaces.(CachedNamespaceGetter); ok {
+		if ns, ok := c.CachedNamespace(name); ok {
+			return ns, nil
+		}
+	}
+	lctx, cancel := context.WithTimeout(ctx, s.opts.LookupTimeout)
+	defer cancel()
+	return s.opts.Namespaces.Namespace(lctx, name)
 }
 
 // decodePod decodes raw as a Pod; nil, nil when raw is empty or null.
