@@ -151,7 +151,7 @@ func benchFootprint(ctx context.Context, o options, out io.Writer) error {
 	imgs, _ := filepath.Glob(filepath.Join(o.images, "*.tar"))
 	sort.Strings(imgs)
 	if len(imgs) == 0 {
-		fmt.Fprintf(out, "image sizes: no tarballs in %s (run `make images`)\n\n", o.images)
+		fmt.Fprintf(out, "image sizes: no tarballs in %s yet (scripts/bench.sh prints them after `make images`)\n\n", o.images)
 		return nil
 	}
 	fmt.Fprintf(out, "\n| image tarball | size |\n|---|---|\n")
