@@ -2,14 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
 	"io"
 	"log/slog"
 
 	"github.com/podrole/podrole/contract"
-	"github.com/podrole/podrole/envflag"
 	"github.com/podrole/podrole/sidecar/redirect"
 )
 
@@ -18,19 +14,7 @@ import (
 // init container fail, so the pod never starts without its rules.
 func runInit(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := contract.DefaultInitConfig()
-	fs := flag.NewFlagSet("podrole-sidecar init", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg.RegisterFlags(fs)
-	if err := envflag.Parse(fs, args, nil); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q: init takes only flags", fs.Args())
-	}
-	if err := cfg.Validate(); err != nil {
+	if help, err := parseFlags("init", args, stderr, cfg.RegisterFlags, func() error { return cfg.Validate() }); help || err != nil {
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil)).With("cmd", "init")

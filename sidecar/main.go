@@ -5,11 +5,15 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/podrole/podrole/envflag"
 )
 
 const usage = `usage: podrole-sidecar <command> [flags]
@@ -55,4 +59,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// parseFlags parses a subcommand's flags, each also read from PODROLE_<NAME>,
+// into the config that register binds, refuses positional arguments, and
+// validates. help is true when -h printed the usage: the command then exits 0.
+func parseFlags(name string, args []string, stderr io.Writer, register func(*flag.FlagSet), validate func() error) (help bool, err error) {
+	fs := flag.NewFlagSet("podrole-sidecar "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	register(fs)
+	if err := envflag.Parse(fs, args, nil); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return true, nil
+		}
+		return false, err
+	}
+	if fs.NArg() > 0 {
+		return false, fmt.Errorf("unexpected arguments %q: %s takes flags only (see -h)", fs.Args(), name)
+	}
+	return false, validate()
 }

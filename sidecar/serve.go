@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,7 +15,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/podrole/podrole/contract"
-	"github.com/podrole/podrole/envflag"
 	"github.com/podrole/podrole/sidecar/creds"
 	"github.com/podrole/podrole/sidecar/creds/assume"
 	"github.com/podrole/podrole/sidecar/health"
@@ -35,19 +33,7 @@ const (
 // API for one role until ctx ends.
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := contract.DefaultServeConfig()
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg.RegisterFlags(fs)
-	if err := envflag.Parse(fs, args, nil); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q: serve takes flags only (see -h)", fs.Args())
-	}
-	if err := cfg.Validate(); err != nil {
+	if help, err := parseFlags("serve", args, stderr, cfg.RegisterFlags, func() error { return cfg.Validate() }); help || err != nil {
 		return err
 	}
 	log := slog.New(slog.NewJSONHandler(stderr, nil))

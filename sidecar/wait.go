@@ -2,14 +2,12 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"time"
 
 	"github.com/podrole/podrole/contract"
-	"github.com/podrole/podrole/envflag"
 )
 
 // runWait polls the agent's /started until it answers 2xx. In legacy sidecar
@@ -18,13 +16,7 @@ import (
 // postStart hook, so the app containers start only once credentials are cached.
 func runWait(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cfg := contract.DefaultWaitConfig()
-	fs := flag.NewFlagSet("wait", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfg.RegisterFlags(fs)
-	if err := envflag.Parse(fs, args, nil); err != nil {
-		return err
-	}
-	if err := cfg.Validate(); err != nil {
+	if help, err := parseFlags("wait", args, stderr, cfg.RegisterFlags, func() error { return cfg.Validate() }); help || err != nil {
 		return err
 	}
 	return waitStarted(ctx, cfg, 100*time.Millisecond)

@@ -141,22 +141,7 @@ func checkUIDs(pod *corev1.Pod, uid int) string {
 		}
 		return ""
 	}
-	for _, c := range pod.Spec.InitContainers {
-		if d := check("init container", c.Name, c.SecurityContext); d != "" {
-			return d
-		}
-	}
-	for _, c := range pod.Spec.Containers {
-		if d := check("container", c.Name, c.SecurityContext); d != "" {
-			return d
-		}
-	}
-	for _, c := range pod.Spec.EphemeralContainers {
-		if d := check("ephemeral container", c.Name, c.SecurityContext); d != "" {
-			return d
-		}
-	}
-	return ""
+	return firstDenial(pod, check)
 }
 
 // block gives a pod that asked for no role the init step in block mode.

@@ -38,22 +38,7 @@ func checkNetworkPrivileges(pod *corev1.Pod, allowNetAdmin bool) string {
 		}
 		return msg
 	}
-	for _, c := range pod.Spec.InitContainers {
-		if d := check("init container", c.Name, c.SecurityContext); d != "" {
-			return d
-		}
-	}
-	for _, c := range pod.Spec.Containers {
-		if d := check("container", c.Name, c.SecurityContext); d != "" {
-			return d
-		}
-	}
-	for _, c := range pod.Spec.EphemeralContainers {
-		if d := check("ephemeral container", c.Name, c.SecurityContext); d != "" {
-			return d
-		}
-	}
-	return ""
+	return firstDenial(pod, check)
 }
 
 // escapeRisk is why a network privilege is refused, in every such denial.

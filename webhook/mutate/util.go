@@ -3,6 +3,8 @@ package mutate
 import (
 	"sort"
 	"strconv"
+
+	corev1 "k8s.io/api/core/v1"
 )
 
 func itoa(i int) string { return strconv.Itoa(i) }
@@ -14,4 +16,25 @@ func sortedKeys(m map[string]string) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// firstDenial runs check on every container of the pod (init, regular and
+// ephemeral, in that order) and returns the first denial it gives, or "".
+func firstDenial(pod *corev1.Pod, check func(kind, name string, sc *corev1.SecurityContext) string) string {
+	for _, c := range pod.Spec.InitContainers {
+		if d := check("init container", c.Name, c.SecurityContext); d != "" {
+			return d
+		}
+	}
+	for _, c := range pod.Spec.Containers {
+		if d := check("container", c.Name, c.SecurityContext); d != "" {
+			return d
+		}
+	}
+	for _, c := range pod.Spec.EphemeralContainers {
+		if d := check("ephemeral container", c.Name, c.SecurityContext); d != "" {
+			return d
+		}
+	}
+	return ""
 }
