@@ -70,6 +70,9 @@ step unit go test -count=1 ./...
 
 section "cluster up"
 trap 'section "cluster down"; WIPE=1 e2e/cluster/down.sh; finish' EXIT
+# A test run starts from a wiped cluster: a cluster left by `make demo` (or a
+# killed run) would otherwise come back with its old pods and containerd state.
+WIPE=1 e2e/cluster/down.sh >/dev/null 2>&1 || true
 step cluster-up e2e/cluster/up.sh || exit 1
 
 section "images"
