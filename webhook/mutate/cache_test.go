@@ -3,13 +3,11 @@ package mutate
 import (
 	"bytes"
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"reflect"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/yaml"
 )
 
 // TestCachesChangeNothing runs every fixture through one shared Caches,
@@ -30,23 +28,8 @@ func TestCachesChangeNothing(t *testing.T) {
 	}
 	var inputs []input
 	for _, file := range files {
-		raw, err := os.ReadFile(file)
-		if err != nil {
-			t.Fatal(err)
-		}
 		var fx fixture
-		if err := yaml.UnmarshalStrict(raw, &fx); err != nil {
-			t.Fatalf("parse %s: %v", file, err)
-		}
-		cfg := testConfig()
-		if len(fx.Config) > 0 {
-			if err := json.Unmarshal(fx.Config, &cfg); err != nil {
-				t.Fatalf("%s: config: %v", file, err)
-			}
-		}
-		if err := cfg.Validate(); err != nil {
-			t.Fatalf("%s: config: %v", file, err)
-		}
+		cfg := loadFixture(t, file, &fx, func() json.RawMessage { return fx.Config })
 		var pod corev1.Pod
 		if err := json.Unmarshal(fx.Pod, &pod); err != nil {
 			t.Fatalf("%s: pod: %v", file, err)

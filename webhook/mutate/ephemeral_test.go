@@ -1,7 +1,6 @@
 package mutate
 
 import (
-	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -34,25 +33,8 @@ func TestEphemeralFixtures(t *testing.T) {
 	}
 	for _, file := range files {
 		t.Run(strings.TrimSuffix(filepath.Base(file), ".yaml"), func(t *testing.T) {
-			raw, err := os.ReadFile(file)
-			if err != nil {
-				t.Fatal(err)
-			}
 			var fx ephemeralFixture
-			if err := yaml.UnmarshalStrict(raw, &fx); err != nil {
-				t.Fatalf("parse %s: %v", file, err)
-			}
-			cfg := testConfig()
-			if len(fx.Config) > 0 {
-				dec := json.NewDecoder(bytes.NewReader(fx.Config))
-				dec.DisallowUnknownFields()
-				if err := dec.Decode(&cfg); err != nil {
-					t.Fatalf("config: %v", err)
-				}
-			}
-			if err := cfg.Validate(); err != nil {
-				t.Fatalf("config: %v", err)
-			}
+			cfg := loadFixture(t, file, &fx, func() json.RawMessage { return fx.Config })
 			var old corev1.Pod
 			if err := json.Unmarshal(fx.Pod, &old); err != nil {
 				t.Fatalf("pod: %v", err)

@@ -54,25 +54,8 @@ func TestFixtures(t *testing.T) {
 	}
 	for _, file := range files {
 		t.Run(strings.TrimSuffix(filepath.Base(file), ".yaml"), func(t *testing.T) {
-			raw, err := os.ReadFile(file)
-			if err != nil {
-				t.Fatal(err)
-			}
 			var fx fixture
-			if err := yaml.UnmarshalStrict(raw, &fx); err != nil {
-				t.Fatalf("parse %s: %v", file, err)
-			}
-			cfg := testConfig()
-			if len(fx.Config) > 0 {
-				dec := json.NewDecoder(bytes.NewReader(fx.Config))
-				dec.DisallowUnknownFields()
-				if err := dec.Decode(&cfg); err != nil {
-					t.Fatalf("config: %v", err)
-				}
-			}
-			if err := cfg.Validate(); err != nil {
-				t.Fatalf("config: %v", err)
-			}
+			cfg := loadFixture(t, file, &fx, func() json.RawMessage { return fx.Config })
 			var pod corev1.Pod
 			if err := json.Unmarshal(fx.Pod, &pod); err != nil {
 				t.Fatalf("pod: %v", err)
@@ -189,4 +172,31 @@ func jsonEqual(t *testing.T, a, b []byte) bool {
 		t.Fatal(err)
 	}
 	return reflect.DeepEqual(x, y)
+}
+
+// loadFixture reads a YAML fixture file into fx (unknown fields are errors)
+// and returns the webhook config it describes: testConfig() with the
+// fixture's config overrides, validated. The mutate, ephemeral and cache
+// tests share it so that every fixture means the same thing everywhere.
+func loadFixture(t *testing.T, file string, fx any, overrides func() json.RawMessage) Config {
+	t.Helper()
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.UnmarshalStrict(raw, fx); err != nil {
+		t.Fatalf("parse %s: %v", file, err)
+	}
+	cfg := testConfig()
+	if o := overrides(); len(o) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(o))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&cfg); err != nil {
+			t.Fatalf("%s: config: %v", file, err)
+		}
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("%s: config: %v", file, err)
+	}
+	return cfg
 }
