@@ -231,32 +231,10 @@ func TestCertManagerRotationAgainstAPIServer(t *testing.T) {
 	}()
 	defer func() { stopFollow(); <-followDone }()
 
-	logs := &syncBuffer{}
-	defer func() {
-		if t.Failed() {
-			t.Logf("--- webhook logs\n%s", logs.String())
-		}
-	}()
-	whCtx, stopWebhook := context.WithCancel(ctx)
-	whDone := make(chan error, 1)
-	go func() {
-		whDone <- run(whCtx, []string{
-			"--listen=" + addr, "--probe-listen=127.0.0.1:" + strconv.Itoa(probePort),
-			"--cert-dir=" + certDir, "--cert-reload-interval=100ms", "--kubeconfig=" + cluster.Kubeconfig,
-			"--sidecar-image=" + testImage, "--base-role-arn=" + testBase, "--region=eu-west-1",
-		}, func(string) string { return "" }, logs)
-	}()
-	defer func() {
-		stopWebhook()
-		select {
-		case <-whDone:
-		case <-time.After(30 * time.Second):
-			t.Error("webhook did not stop")
-		}
-	}()
-	if err := kubetest.WaitHTTPS(ctx, "http://127.0.0.1:"+strconv.Itoa(probePort)+"/readyz", nil); err != nil {
-		t.Fatalf("webhook not ready: %v", err)
-	}
+	runWebhook(ctx, t, probePort,
+		"--listen="+addr,
+		"--cert-dir="+certDir, "--cert-reload-interval=100ms", "--kubeconfig="+cluster.Kubeconfig,
+		"--sidecar-image="+testImage, "--base-role-arn="+testBase, "--region=eu-west-1")
 	if _, err := mwcs.Create(ctx, baseWebhookConfig(t, "https://"+addr+"/mutate", ca.CertPEM), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -230,32 +230,10 @@ func TestSelfSignedAgainstAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	logs := &syncBuffer{}
-	defer func() {
-		if t.Failed() {
-			t.Logf("--- webhook logs\n%s", logs.String())
-		}
-	}()
-	whCtx, stop := context.WithCancel(ctx)
-	whDone := make(chan error, 1)
-	go func() {
-		whDone <- run(whCtx, []string{
-			"--listen=127.0.0.1:" + strconv.Itoa(port), "--probe-listen=127.0.0.1:" + strconv.Itoa(probePort),
-			"--self-signed", "--service-name=localhost", "--kubeconfig=" + saKubeconfig,
-			"--sidecar-image=" + testImage, "--base-role-arn=" + testBase,
-		}, func(string) string { return "" }, logs)
-	}()
-	defer func() {
-		stop()
-		select {
-		case <-whDone:
-		case <-time.After(30 * time.Second):
-			t.Error("webhook did not stop")
-		}
-	}()
-	if err := kubetest.WaitHTTPS(ctx, "http://127.0.0.1:"+strconv.Itoa(probePort)+"/readyz", nil); err != nil {
-		t.Fatalf("webhook not ready: %v", err)
-	}
+	logs := runWebhook(ctx, t, probePort,
+		"--listen=127.0.0.1:"+strconv.Itoa(port),
+		"--self-signed", "--service-name=localhost", "--kubeconfig="+saKubeconfig,
+		"--sidecar-image="+testImage, "--base-role-arn="+testBase)
 
 	sec, err := cluster.Client.CoreV1().Secrets("podrole-system").Get(ctx, "podrole-webhook-tls", metav1.GetOptions{})
 	if err != nil {
