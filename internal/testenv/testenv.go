@@ -5,10 +5,15 @@
 package testenv
 
 import (
+	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // Strict reports whether missing prerequisites fail tests instead of skipping them.
@@ -62,4 +67,34 @@ func KubeBinary(t testing.TB, name string) string {
 	_, err := os.Stat(p)
 	Need(t, err == nil, p, "run `make kube` to build the Kubernetes binaries from the Go module proxy")
 	return p
+}
+
+// CommandTimeout bounds every command Run starts.
+const CommandTimeout = 60 * time.Second
+
+// Run runs name with args (environment env; nil inherits) and returns its
+// combined output. The command is killed after CommandTimeout and when the
+// test process dies, so a hung ip/iptables call cannot hang the suite.
+func Run(t testing.TB, env []string, name string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), CommandTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.CombinedOutput()
+	if ctx.Err() != nil {
+		err = fmt.Errorf("%s %s: timed out after %s", name, strings.Join(args, " "), CommandTimeout)
+	}
+	return string(out), err
+}
+
+// MustRun is Run with the inherited environment that fails t on any error.
+func MustRun(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := Run(t, nil, name, args...)
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return out
 }

@@ -3,50 +3,23 @@
 package netnstest
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/podrole/podrole/contract"
 	"github.com/podrole/podrole/internal/testenv"
 )
 
-const cmdTimeout = 60 * time.Second
-
-func run(t *testing.T, env []string, name string, args ...string) (string, error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if env != nil {
-		cmd.Env = env
-	}
-	out, err := cmd.CombinedOutput()
-	if ctx.Err() != nil {
-		err = fmt.Errorf("%s %s: timed out after %s", name, strings.Join(args, " "), cmdTimeout)
-	}
-	return string(out), err
-}
-
-func must(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := run(t, nil, name, args...)
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return out
-}
+var (
+	run  = testenv.Run
+	must = testenv.MustRun
+)
 
 // rootfs builds the static binary (or takes PODROLE_SIDECAR_BIN) and runs
 // scripts/sidecar-rootfs.sh into a temporary directory.

@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -41,32 +40,13 @@ var (
 // run runs a command with a timeout and returns its combined output.
 func run(t *testing.T, name string, args ...string) (string, error) {
 	t.Helper()
-	return runEnv(t, nil, name, args...)
+	return testenv.Run(t, nil, name, args...)
 }
 
-// runEnv is run with the environment env (nil: inherited).
-func runEnv(t *testing.T, env []string, name string, args ...string) (string, error) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), cmdTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, name, args...)
-	cmd.Env = env
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	out, err := cmd.CombinedOutput()
-	if ctx.Err() != nil {
-		err = fmt.Errorf("%s %s: timed out after %s", name, strings.Join(args, " "), cmdTimeout)
-	}
-	return string(out), err
-}
-
-func must(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := run(t, name, args...)
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return out
-}
+var (
+	runEnv = testenv.Run
+	must   = testenv.MustRun
+)
 
 // bins are the programs the test runs, in a directory every test UID can read.
 type bins struct {
