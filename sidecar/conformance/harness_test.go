@@ -128,22 +128,7 @@ func freePort(t testing.TB) int {
 }
 
 // syncBuffer collects a subprocess's output for later inspection.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+type syncBuffer = testenv.Buffer
 
 // stsServer is stsdouble on loopback with the suite's config.
 type stsServer struct {
