@@ -40,7 +40,7 @@ images:
 
 ## e2e: the end-to-end suite against the running cluster (make cluster-up images first)
 e2e:
-	PODROLE_STRICT=1 go test -tags e2e -count=1 -timeout 20m -v ./e2e/...
+	PODROLE_STRICT=1 go test -tags e2e -count=1 -timeout 20m -v ./e2e
 
 ## demo: from a fresh machine: build, cluster up, install, narrated run of scenarios 1 and 2
 demo:
