@@ -25,6 +25,17 @@ type ServeConfig struct {
 	SessionName          string
 	SessionDuration      time.Duration
 	RequireIMDSv2        bool
+	// AgentMark is the socket mark (SO_MARK) the agent puts on its connections
+	// to the node's metadata service; podrole-init exempts exactly this mark.
+	// 0: no mark (web-identity, or a serve run outside a pod). Setting a mark
+	// needs CAP_NET_RAW (Linux 5.17+) or CAP_NET_ADMIN, which no other
+	// container of an injected pod has: that, not a UID, is the exemption.
+	AgentMark uint32
+	// IgnoreEnv: take no flag from PODROLE_* environment variables. The
+	// webhook always sets it, so a pod's env, envFrom and service links
+	// (a Service named "podrole" yields PODROLE_PORT=tcp://...) cannot
+	// configure an injected container.
+	IgnoreEnv bool
 	// PodName and PodNamespace name the session when --session-name is empty.
 	// The webhook feeds them through the downward API (PODROLE_POD_NAME,
 	// PODROLE_POD_NAMESPACE), not as arguments: the name may not exist yet at admission.
@@ -59,8 +70,10 @@ func (c *ServeConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.SessionName, "session-name", c.SessionName, "role session name (default: derived from the pod)")
 	fs.DurationVar(&c.SessionDuration, "session-duration", c.SessionDuration, "requested session length (15m..12h)")
 	fs.BoolVar(&c.RequireIMDSv2, "require-imdsv2", c.RequireIMDSv2, "refuse metadata requests without an IMDSv2 token")
-	fs.StringVar(&c.PodName, "pod-name", c.PodName, "the pod's name, for the default session name (normally from PODROLE_POD_NAME)")
-	fs.StringVar(&c.PodNamespace, "pod-namespace", c.PodNamespace, "the pod's namespace, for the default session name (normally from PODROLE_POD_NAMESPACE)")
+	agentMarkFlag(fs, &c.AgentMark, "mark put on connections to the node's metadata service; podrole-init --agent-mark exempts it (0: none)")
+	ignoreEnvFlag(fs, &c.IgnoreEnv)
+	fs.StringVar(&c.PodName, "pod-name", c.PodName, "the pod's name, for the default session name (the webhook passes the downward API's metadata.name)")
+	fs.StringVar(&c.PodNamespace, "pod-namespace", c.PodNamespace, "the pod's namespace, for the default session name (the webhook passes the downward API's metadata.namespace)")
 }
 
 // Args renders c as `serve` arguments, omitting values equal to the defaults.
@@ -89,6 +102,12 @@ func (c ServeConfig) Args() []string {
 	}
 	if c.RequireIMDSv2 {
 		args = append(args, "--require-imdsv2")
+	}
+	if c.AgentMark != 0 {
+		args = append(args, "--agent-mark="+FormatMark(c.AgentMark))
+	}
+	if c.IgnoreEnv {
+		args = append(args, "--ignore-env")
 	}
 	add("pod-name", c.PodName, "")
 	add("pod-namespace", c.PodNamespace, "")
@@ -126,6 +145,9 @@ func (c ServeConfig) Validate() error {
 	if c.Source == SourceWebIdentity && c.TokenFile == "" {
 		return fmt.Errorf("--token-file is required with --source=%s", SourceWebIdentity)
 	}
+	if c.Source == SourceWebIdentity && c.AgentMark != 0 {
+		return fmt.Errorf("--agent-mark=%s with --source=%s: web identity needs nothing from the node's metadata service, so the agent gets no way out of the redirect; drop --agent-mark", FormatMark(c.AgentMark), SourceWebIdentity)
+	}
 	return nil
 }
 
@@ -138,27 +160,33 @@ const (
 
 // InitConfig is the command line of `podrole-sidecar init`.
 type InitConfig struct {
-	Port       int
-	ExcludeUID int
-	IPv6       string
-	Block      bool
-	DryRun     bool
-	Cleanup    bool
+	Port int
+	// AgentMark is the socket mark whose traffic is neither redirected nor
+	// rejected (the agent's way to the node's metadata service with
+	// --source=node); 0 exempts nothing.
+	AgentMark uint32
+	IPv6      string
+	Block     bool
+	DryRun    bool
+	Cleanup   bool
+	IgnoreEnv bool // see ServeConfig.IgnoreEnv
 }
 
 // DefaultInitConfig returns the defaults of every init flag.
 func DefaultInitConfig() InitConfig {
-	return InitConfig{Port: DefaultSidecarPort, ExcludeUID: DefaultSidecarUID, IPv6: IPv6Auto}
+	return InitConfig{Port: DefaultSidecarPort, IPv6: IPv6Auto}
 }
 
 // RegisterFlags binds c's fields to fs, with c's current values as defaults.
 func (c *InitConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Port, "port", c.Port, "the agent's port on 127.0.0.1")
-	fs.IntVar(&c.ExcludeUID, "exclude-uid", c.ExcludeUID, "UID whose traffic is not redirected (the agent's)")
+	agentMarkFlag(fs, &c.AgentMark, "socket mark whose metadata traffic is not redirected or rejected: the agent's (0: none)")
+	removedFlag(fs, "exclude-uid", "the agent is no longer exempted by UID (any root process can take a UID); it marks its sockets and --agent-mark exempts the mark")
 	fs.StringVar(&c.IPv6, "ipv6", c.IPv6, "also redirect [fd00:ec2::254]:80: auto, true or false")
 	fs.BoolVar(&c.Block, "block", c.Block, "reject metadata traffic instead of redirecting it")
 	fs.BoolVar(&c.DryRun, "dry-run", c.DryRun, "print the rules, change nothing")
 	fs.BoolVar(&c.Cleanup, "cleanup", c.Cleanup, "remove the rules this command adds")
+	ignoreEnvFlag(fs, &c.IgnoreEnv)
 }
 
 // Args renders c as `init` arguments, omitting values equal to the defaults.
@@ -171,8 +199,8 @@ func (c InitConfig) Args() []string {
 	if c.Port != d.Port {
 		args = append(args, "--port="+strconv.Itoa(c.Port))
 	}
-	if c.ExcludeUID != d.ExcludeUID {
-		args = append(args, "--exclude-uid="+strconv.Itoa(c.ExcludeUID))
+	if c.AgentMark != d.AgentMark {
+		args = append(args, "--agent-mark="+FormatMark(c.AgentMark))
 	}
 	if c.IPv6 != d.IPv6 {
 		args = append(args, "--ipv6="+c.IPv6)
@@ -183,6 +211,9 @@ func (c InitConfig) Args() []string {
 	if c.Cleanup {
 		args = append(args, "--cleanup")
 	}
+	if c.IgnoreEnv {
+		args = append(args, "--ignore-env")
+	}
 	return args
 }
 
@@ -191,8 +222,8 @@ func (c InitConfig) Validate() error {
 	if c.Port < 1 || c.Port > 65535 {
 		return fmt.Errorf("--port=%d is out of range: use 1-65535", c.Port)
 	}
-	if c.ExcludeUID < 0 {
-		return fmt.Errorf("--exclude-uid=%d is negative: give the agent's UID", c.ExcludeUID)
+	if c.Block && c.AgentMark != 0 {
+		return fmt.Errorf("--block with --agent-mark=%s: block mode rejects metadata traffic from every process; drop --agent-mark", FormatMark(c.AgentMark))
 	}
 	switch c.IPv6 {
 	case IPv6Auto, IPv6True, IPv6False:
@@ -200,4 +231,46 @@ func (c InitConfig) Validate() error {
 		return fmt.Errorf("--ipv6=%q is not valid: use auto, true or false", c.IPv6)
 	}
 	return nil
+}
+
+// FormatMark renders a socket mark the way iptables -S prints it (0x...).
+func FormatMark(m uint32) string { return "0x" + strconv.FormatUint(uint64(m), 16) }
+
+// markValue is a flag.Value for a 32-bit socket mark, decimal or 0x hex.
+type markValue struct{ p *uint32 }
+
+func (m markValue) String() string {
+	if m.p == nil {
+		return "0"
+	}
+	return FormatMark(*m.p)
+}
+
+func (m markValue) Set(s string) error {
+	v, err := strconv.ParseUint(s, 0, 32)
+	if err != nil {
+		return fmt.Errorf("not a 32-bit mark (decimal or 0x hex): %w", err)
+	}
+	*m.p = uint32(v)
+	return nil
+}
+
+func agentMarkFlag(fs *flag.FlagSet, p *uint32, usage string) {
+	fs.Var(markValue{p}, "agent-mark", usage)
+}
+
+// IgnoreEnvFlag is the flag that turns off PODROLE_* environment variables;
+// envflag.Parse looks for it by this name.
+const IgnoreEnvFlag = "ignore-env"
+
+func ignoreEnvFlag(fs *flag.FlagSet, p *bool) {
+	fs.BoolVar(p, IgnoreEnvFlag, *p, "read no flag from PODROLE_* environment variables (the webhook sets it: a pod's environment must not configure podrole's containers)")
+}
+
+// removedFlag keeps a flag name that no longer works so that using it says
+// why and what replaced it, instead of "flag provided but not defined".
+func removedFlag(fs *flag.FlagSet, name, why string) {
+	fs.Func(name, "removed: "+why, func(string) error {
+		return fmt.Errorf("--%s was removed: %s", name, why)
+	})
 }

@@ -2,7 +2,9 @@ package contract
 
 import (
 	"flag"
+	"io"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 )
@@ -15,11 +17,13 @@ func TestServeRoundTrip(t *testing.T) {
 		Source: SourceWebIdentity, STSEndpoint: "https://sts.example", Region: "eu-west-1",
 		AvailabilityZone: "eu-west-1b", NodeMetadataEndpoint: "http://10.0.0.1:1338", TokenFile: "/t",
 		ExternalID: "x", SessionName: "ns-pod", SessionDuration: 2 * time.Hour, RequireIMDSv2: true,
-		PodName: "p", PodNamespace: "n",
+		PodName: "p", PodNamespace: "n", IgnoreEnv: true,
 	}
+	marked := DefaultServeConfig()
+	marked.RoleARN, marked.AgentMark = "arn:aws:iam::111122223333:role/app", DefaultAgentMark
 	minimal := DefaultServeConfig()
 	minimal.RoleARN = "arn:aws:iam::111122223333:role/app"
-	for _, in := range []ServeConfig{full, minimal} {
+	for _, in := range []ServeConfig{full, minimal, marked} {
 		args := in.Args()
 		if args[0] != "serve" {
 			t.Fatalf("first arg %q", args[0])
@@ -43,7 +47,7 @@ func TestServeRoundTrip(t *testing.T) {
 }
 
 func TestInitRoundTrip(t *testing.T) {
-	for _, in := range []InitConfig{DefaultInitConfig(), {Port: 1, ExcludeUID: 0, IPv6: IPv6False, Block: true, DryRun: true, Cleanup: true}} {
+	for _, in := range []InitConfig{DefaultInitConfig(), {Port: 1, AgentMark: 0xffffffff, IPv6: IPv6False, DryRun: true, Cleanup: true, IgnoreEnv: true}, {Port: 2, Block: true}} {
 		out := DefaultInitConfig()
 		fs := flag.NewFlagSet("init", flag.ContinueOnError)
 		out.RegisterFlags(fs)
@@ -66,6 +70,7 @@ func TestServeValidate(t *testing.T) {
 		"bad sts":      func(c *ServeConfig) { c.STSEndpoint = "sts.amazonaws.com" },
 		"short":        func(c *ServeConfig) { c.SessionDuration = time.Minute },
 		"no token web": func(c *ServeConfig) { c.Source = SourceWebIdentity; c.TokenFile = "" },
+		"web mark":     func(c *ServeConfig) { c.Source = SourceWebIdentity; c.AgentMark = 1 },
 	}
 	for name, mod := range tests {
 		c := base
@@ -73,5 +78,40 @@ func TestServeValidate(t *testing.T) {
 		if err := c.Validate(); err == nil {
 			t.Errorf("%s: no error", name)
 		}
+	}
+}
+
+// --exclude-uid is gone: using it must say why, not silently exempt nobody.
+func TestInitExcludeUIDRemoved(t *testing.T) {
+	c := DefaultInitConfig()
+	fs := flag.NewFlagSet("init", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c.RegisterFlags(fs)
+	err := fs.Parse([]string{"--exclude-uid=47181"})
+	if err == nil || !strings.Contains(err.Error(), "--agent-mark") {
+		t.Fatalf("err = %v, want a removal message naming --agent-mark", err)
+	}
+}
+
+func TestMarkFlag(t *testing.T) {
+	for in, want := range map[string]uint32{"0x504f4452": 0x504f4452, "1347372114": 0x504f4452, "0": 0, "0xffffffff": 0xffffffff} {
+		c := DefaultInitConfig()
+		fs := flag.NewFlagSet("init", flag.ContinueOnError)
+		c.RegisterFlags(fs)
+		if err := fs.Parse([]string{"--agent-mark=" + in}); err != nil || c.AgentMark != want {
+			t.Errorf("--agent-mark=%s: %v %#x, want %#x", in, err, c.AgentMark, want)
+		}
+	}
+	for _, bad := range []string{"0x100000000", "-1", "x"} {
+		c := DefaultInitConfig()
+		fs := flag.NewFlagSet("init", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		c.RegisterFlags(fs)
+		if err := fs.Parse([]string{"--agent-mark=" + bad}); err == nil {
+			t.Errorf("--agent-mark=%s accepted", bad)
+		}
+	}
+	if err := (InitConfig{Port: 1, IPv6: IPv6Auto, Block: true, AgentMark: 1}).Validate(); err == nil {
+		t.Error("--block with --agent-mark accepted")
 	}
 }

@@ -50,9 +50,15 @@ const (
 	// DefaultHealthPort serves /healthz, /readyz, /started and /metrics on all pod addresses,
 	// so the kubelet's HTTP probes (sent from the node) reach it.
 	DefaultHealthPort = 9182
-	// DefaultSidecarUID is the agent's UID, excluded from the redirect. Chosen to collide
-	// with no common image user (distroless nonroot is 65532, istio-proxy 1337).
+	// DefaultSidecarUID is the agent's UID when it needs no capability
+	// (--source=web-identity). It grants nothing: the redirect exempts a
+	// socket mark, not a UID. Chosen to collide with no common image user.
 	DefaultSidecarUID = 47181
+	// DefaultAgentMark is the socket mark of the agent's connections to the
+	// node's metadata service with --source=node ("PODR" in ASCII), exempted
+	// by podrole-init. Only a process with CAP_NET_RAW or CAP_NET_ADMIN can
+	// set a mark, and podrole takes both from every other container.
+	DefaultAgentMark uint32 = 0x504f4452
 	// DefaultNodeMetadataEndpoint is the node's real IMDS.
 	DefaultNodeMetadataEndpoint = "http://169.254.169.254"
 	// MetadataIPv4 and MetadataIPv6 are the addresses SDKs call.

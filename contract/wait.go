@@ -13,8 +13,9 @@ import (
 // the agent has its first credentials (the kubelet starts containers in order
 // and runs each postStart hook before starting the next container).
 type WaitConfig struct {
-	URL     string
-	Timeout time.Duration
+	URL       string
+	Timeout   time.Duration
+	IgnoreEnv bool // see ServeConfig.IgnoreEnv
 }
 
 // DefaultWaitConfig returns the defaults of every wait flag.
@@ -26,6 +27,7 @@ func DefaultWaitConfig() WaitConfig {
 func (c *WaitConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.URL, "url", c.URL, "URL to poll until it answers 2xx (the agent's /started)")
 	fs.DurationVar(&c.Timeout, "timeout", c.Timeout, "give up (exit 1) after this long")
+	ignoreEnvFlag(fs, &c.IgnoreEnv)
 }
 
 // Args renders c as `wait` arguments, omitting values equal to the defaults.
@@ -37,6 +39,9 @@ func (c WaitConfig) Args() []string {
 	}
 	if c.Timeout != d.Timeout {
 		args = append(args, "--timeout="+c.Timeout.String())
+	}
+	if c.IgnoreEnv {
+		args = append(args, "--ignore-env")
 	}
 	return args
 }

@@ -1,6 +1,10 @@
 // Package envflag lets every flag of a FlagSet also come from the environment
 // as PODROLE_<NAME> (upper snake case: --role-arn -> PODROLE_ROLE_ARN).
-// A flag given on the command line wins over the environment.
+// A flag given on the command line wins over the environment. A FlagSet with
+// a boolean flag "ignore-env" (contract.IgnoreEnvFlag) reads nothing from the
+// environment once that flag is true on the command line or in its own
+// variable: podrole's injected containers run with it, so a pod's env,
+// envFrom and service links cannot configure them.
 package envflag
 
 import (
@@ -9,6 +13,9 @@ import (
 	"os"
 	"strings"
 )
+
+// ignoreEnvFlag is contract.IgnoreEnvFlag (not imported: contract imports nothing of ours).
+const ignoreEnvFlag = "ignore-env"
 
 // Prefix is prepended to every environment variable name.
 const Prefix = "PODROLE_"
@@ -30,6 +37,18 @@ func Parse(fs *flag.FlagSet, args []string, getenv func(string) string) error {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if f := fs.Lookup(ignoreEnvFlag); f != nil {
+		if !set[ignoreEnvFlag] {
+			if v := getenv(EnvName(ignoreEnvFlag)); v != "" {
+				if err := fs.Set(ignoreEnvFlag, v); err != nil {
+					return fmt.Errorf("environment %s=%q is not a valid value for --%s: %w", EnvName(ignoreEnvFlag), v, ignoreEnvFlag, err)
+				}
+			}
+		}
+		if f.Value.String() == "true" {
+			return nil
+		}
+	}
 	var firstErr error
 	fs.VisitAll(func(f *flag.Flag) {
 		if set[f.Name] || firstErr != nil {
