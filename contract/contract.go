@@ -2,7 +2,7 @@
 // labels, annotations, container names, default ports and UIDs, and the
 // sidecar's command line. The webhook builds the sidecar's arguments with
 // ServeArgs / InitArgs; the sidecar parses them with the same types, so the
-// injector and the agent cannot drift apart. DESIGN.md is the source of truth
+// injector and the agent cannot drift apart. docs/design.md is the source of truth
 // for every name here; change both together or not at all.
 package contract
 

@@ -5,7 +5,7 @@
 # (its go.mod replaces the staging modules with ./staging paths), so a helper
 # module requires it and replaces each staging module by its published v0.x
 # twin. A stamp file records what was built; a second run is a no-op.
-# See /work/shared/local-cluster.md §2 for the measurements behind this.
+# See docs/local-cluster.md §2 for the measurements behind this.
 set -euo pipefail
 
 KUBE_VERSION=${KUBE_VERSION:-v1.37.2}

@@ -84,7 +84,7 @@ func credsDoc(t *testing.T, r response) map[string]string {
 	return doc
 }
 
-// TestChecklist runs the conformance checklist of shared/imds-clients.md
+// TestChecklist runs the conformance checklist of docs/imds-clients.md
 // against the binary, as black-box HTTP. Numbers are the checklist's.
 func TestChecklist(t *testing.T) {
 	st := startSTS(t)
