@@ -24,10 +24,10 @@ done
 xtlib=/usr/lib/x86_64-linux-gnu/xtables
 [[ -d $xtlib ]] || die "$xtlib is missing: apt-get install iptables (x86_64 only)"
 
-# The agent's UID comes from the binary itself (the default of --exclude-uid,
-# contract.DefaultSidecarUID), so image and binary cannot disagree.
-uid=$("$bin" init -h 2>&1 | sed -n '/-exclude-uid/{n;s/.*(default \([0-9][0-9]*\)).*/\1/p}')
-[[ $uid =~ ^[0-9]+$ ]] || die "could not read the default --exclude-uid from '$bin init -h'"
+# The agent's UID comes from the binary itself (the "Defaults: agent UID" line
+# of its usage, contract.DefaultSidecarUID), so image and binary cannot disagree.
+uid=$("$bin" help 2>&1 | sed -n 's/^Defaults: agent UID \([0-9][0-9]*\),.*/\1/p')
+[[ $uid =~ ^[0-9]+$ ]] || die "could not read the agent UID from the 'Defaults:' line of '$bin help'"
 
 # Start from a clean tree so a rerun never keeps stale files.
 rm -rf "$dest"

@@ -13,21 +13,33 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/podrole/podrole/contract"
 	"github.com/podrole/podrole/envflag"
 )
 
-const usage = `usage: podrole-sidecar <command> [flags]
+// usage names the defaults the image must agree with: scripts/sidecar-rootfs.sh
+// reads the agent's UID from the "agent UID" line, so image and binary
+// cannot drift apart.
+var usage = fmt.Sprintf(`usage: podrole-sidecar <command> [flags]
 
 commands:
   init    redirect (or, with --block, reject) metadata traffic in this network namespace
   serve   serve the instance metadata credentials API for one role
   wait    wait until the agent reports started (legacy sidecar mode's postStart hook)
 
-Every flag can also come from the environment as PODROLE_<NAME> (--role-arn: PODROLE_ROLE_ARN).
+Every flag can also come from the environment as PODROLE_<NAME> (--role-arn: PODROLE_ROLE_ARN),
+unless --ignore-env is given (podrole's webhook always gives it).
 Run "podrole-sidecar <command> -h" for its flags.
-`
+
+Defaults: agent UID %d, agent port %d, health port %d, agent socket mark %s.
+`, contract.DefaultSidecarUID, contract.DefaultSidecarPort, contract.DefaultHealthPort, contract.FormatMark(contract.DefaultAgentMark))
 
 func main() {
+	// First, before any flag, file or credential is read: see noDump.
+	if err := noDump(); err != nil {
+		fmt.Fprintf(os.Stderr, "podrole-sidecar: %v\n", err)
+		os.Exit(1)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))

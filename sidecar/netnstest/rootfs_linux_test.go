@@ -111,14 +111,21 @@ func TestRootfs(t *testing.T) {
 				return run(t, []string{}, "ip", append([]string{"netns", "exec", ns, "unshare", "--mount", "--propagation", "private",
 					"/bin/sh", "-c", script, dest}, args...)...)
 			}
-			if out, err := inImage(); err != nil {
+			// With the agent's mark (--source=node): the mark match must load
+			// from the image (libxt_mark) and print back as planned.
+			mark := contract.FormatMark(contract.DefaultAgentMark)
+			if out, err := inImage("--agent-mark=" + mark); err != nil {
 				t.Fatalf("init from the image: %v\n%s", err, out)
 			}
 			save := must(t, "ip", "netns", "exec", ns, "iptables-"+backend+"-save")
-			want := "-A PODROLE_OUTPUT -d 169.254.169.254/32 -p tcp -m tcp --dport 80 -m owner ! --uid-owner " + uid +
-				" -j DNAT --to-destination 127.0.0.1:" + strconv.Itoa(contract.DefaultSidecarPort)
-			if !strings.Contains(save, want) {
-				t.Fatalf("iptables-%s-save in the namespace lacks\n%s\n%s", backend, want, save)
+			for _, want := range []string{
+				"-A PODROLE_OUTPUT -d 169.254.169.254/32 -p tcp -m tcp --dport 80 -m mark ! --mark " + mark +
+					" -j DNAT --to-destination 127.0.0.1:" + strconv.Itoa(contract.DefaultSidecarPort),
+				"-A PODROLE_OUTPUT -d 169.254.169.254/32 -m mark --mark " + mark + " -j RETURN",
+			} {
+				if !strings.Contains(save, want) {
+					t.Fatalf("iptables-%s-save in the namespace lacks\n%s\n%s", backend, want, save)
+				}
 			}
 			if out, err := inImage("--cleanup"); err != nil {
 				t.Fatalf("init --cleanup from the image: %v\n%s", err, out)

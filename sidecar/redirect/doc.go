@@ -21,37 +21,48 @@
 // # Redirect mode: why these rules
 //
 // The SDKs call 169.254.169.254:80 (and [fd00:ec2::254]:80 on IPv6
-// instances). In nat OUTPUT, tcp to that address and port from every UID but
-// the agent's is DNATed to the agent on 127.0.0.1:<port> ([::1]:<port> for
-// IPv6, where the agent listens too). The redirect alone is not enough:
+// instances). In nat OUTPUT, tcp to that address and port is DNATed to the
+// agent on 127.0.0.1:<port> ([::1]:<port> for IPv6, where the agent listens
+// too), from every process, except packets carrying the agent's socket mark
+// (--agent-mark) when one is given. The redirect alone is not enough:
 //
 //   - Other ports and protocols to the metadata address are not redirected,
 //     and on a node with a hop limit of 2 they would reach the real IMDS, so
-//     filter OUTPUT rejects every remaining packet to it from every UID but
-//     the agent's: tcp with a reset, anything else with an ICMP port
-//     unreachable, so clients fail at once instead of timing out. Redirected
-//     packets reach filter OUTPUT already rewritten to loopback (nat OUTPUT
-//     runs first), so the reject never sees them.
-//   - The agent's own UID is the one way out to the real IMDS: it needs it
-//     for the node's base credentials and harmless metadata (--source=node).
-//     The exclusion is by UID (-m owner --uid-owner), so the webhook refuses
-//     pods whose containers run as that UID.
-//   - Packets without a local socket owner (kernel replies) to the metadata
-//     address never match the agent's UID, so they are rejected too.
-//   - The owner match sees only traffic sent through the pod's IP stack.
-//     A container with CAP_NET_RAW can still write raw frames on a packet
-//     socket, which bypasses netfilter; app containers should drop NET_RAW
-//     (the restricted Pod Security Standard drops it), and with
-//     --source=web-identity nodes can cut pods off IMDS entirely (hop limit 1).
+//     filter OUTPUT rejects every remaining packet to it: tcp with a reset,
+//     anything else with an ICMP port unreachable, so clients fail at once
+//     instead of timing out. Redirected packets reach filter OUTPUT already
+//     rewritten to loopback (nat OUTPUT runs first), so the reject never
+//     sees them.
+//   - With --source=node the agent needs one way out to the real IMDS, for
+//     the node's base credentials and harmless metadata. It is a socket mark
+//     (-m mark --mark, RETURN first in filter, "! --mark" in nat), not a UID:
+//     any root process can setuid to a UID, and an image can run as it, but
+//     setting SO_MARK needs CAP_NET_RAW (Linux 5.17+) or CAP_NET_ADMIN. The
+//     webhook injects the agent with NET_RAW and takes NET_RAW from every
+//     other container (NET_ADMIN is refused), so no other process of the pod
+//     can put the mark on a packet. The kernel checks the capability against
+//     the network namespace's owner, so a user namespace an app creates does
+//     not help it either.
+//   - With --source=web-identity (--agent-mark 0) nothing is exempt: not even
+//     the agent reaches the node's IMDS, and it does not try.
+//   - Packets without a local socket (kernel replies) carry no mark, so they
+//     are rejected too.
+//   - Netfilter sees only traffic sent through the pod's IP stack. A
+//     container with CAP_NET_RAW can write raw frames on a packet socket,
+//     which bypasses it; that is one more reason NET_RAW is taken from app
+//     containers (the restricted Pod Security Standard drops it too), and
+//     with --source=web-identity nodes can cut pods off IMDS entirely (hop
+//     limit 1).
 //   - Only the init container may hold NET_ADMIN: an app container with it
-//     could delete these rules.
+//     could delete these rules or set the mark.
 //
 // # Block mode
 //
 // For pods that asked for no role: every packet to the metadata address
-// (both families when IPv6 is on), from every UID, is rejected in filter
+// (both families when IPv6 is on), from every process, is rejected in filter
 // OUTPUT. Rejected, not dropped, so SDKs fail fast instead of retrying into
-// timeouts. No exclusion and no redirect.
+// timeouts. No exemption (--block with --agent-mark is refused) and no
+// redirect.
 //
 // # IPv6
 //

@@ -53,10 +53,13 @@ const (
 
 // Config is what the init step was asked to do, after IPv6 detection.
 type Config struct {
-	Port       int  // the agent's port on loopback
-	ExcludeUID int  // the agent's UID: reaches the real IMDS, is never redirected
-	IPv6       bool // also handle fd00:ec2::254
-	Block      bool // reject all metadata traffic instead of redirecting it
+	Port int // the agent's port on loopback
+	// AgentMark is the socket mark the agent puts on its connections to the
+	// node's metadata service (--source=node): packets carrying it are
+	// neither redirected nor rejected. 0 exempts nothing (--source=web-identity).
+	AgentMark uint32
+	IPv6      bool // also handle fd00:ec2::254
+	Block     bool // reject all metadata traffic instead of redirecting it
 }
 
 // TablePlan is the content of our chain in one table. A table of an Install
@@ -116,10 +119,13 @@ func families(ipv6 bool) []Family {
 // contract.InitConfig.Validate has run before.
 func Build(cfg Config) Plan {
 	p := Plan{Action: Install}
-	if cfg.Block {
-		p.Summary = "block: reject all metadata traffic from every UID"
-	} else {
-		p.Summary = fmt.Sprintf("redirect: metadata tcp/80 -> loopback port %d, except uid %d", cfg.Port, cfg.ExcludeUID)
+	switch {
+	case cfg.Block:
+		p.Summary = "block: reject all metadata traffic from every process"
+	case cfg.AgentMark != 0:
+		p.Summary = fmt.Sprintf("redirect: metadata tcp/80 -> loopback port %d, except socket mark %s", cfg.Port, contract.FormatMark(cfg.AgentMark))
+	default:
+		p.Summary = fmt.Sprintf("redirect: metadata tcp/80 -> loopback port %d, no exemption", cfg.Port)
 	}
 	for _, f := range families(cfg.IPv6) {
 		dst := metadataDest(f)
@@ -130,17 +136,25 @@ func Build(cfg Config) Plan {
 		fp := FamilyPlan{Family: f}
 		if cfg.Block {
 			fp.Tables = []TablePlan{{Table: "filter", Rules: reject}}
-		} else {
-			uid := strconv.Itoa(cfg.ExcludeUID)
-			fp.Tables = []TablePlan{
-				{Table: "nat", Rules: [][]string{
-					{"-d", dst, "-p", "tcp", "-m", "tcp", "--dport", "80", "-m", "owner", "!", "--uid-owner", uid,
-						"-j", "DNAT", "--to-destination", loopbackTarget(f, cfg.Port)},
-				}},
-				{Table: "filter", Rules: append([][]string{
-					{"-d", dst, "-m", "owner", "--uid-owner", uid, "-j", "RETURN"},
-				}, reject...)},
-			}
+			p.Families = append(p.Families, fp)
+			continue
+		}
+		// Rules are written the way iptables -S prints them back (mark in
+		// 0x hex, "-m tcp" made explicit), both backends alike: Verify
+		// compares text.
+		dnat := []string{"-d", dst, "-p", "tcp", "-m", "tcp", "--dport", "80"}
+		filter := reject
+		if cfg.AgentMark != 0 {
+			mark := contract.FormatMark(cfg.AgentMark)
+			dnat = append(dnat, "-m", "mark", "!", "--mark", mark)
+			// The exemption comes first: the agent's marked packets to any
+			// port of the metadata address leave the pod untouched.
+			filter = append([][]string{{"-d", dst, "-m", "mark", "--mark", mark, "-j", "RETURN"}}, reject...)
+		}
+		dnat = append(dnat, "-j", "DNAT", "--to-destination", loopbackTarget(f, cfg.Port))
+		fp.Tables = []TablePlan{
+			{Table: "nat", Rules: [][]string{dnat}},
+			{Table: "filter", Rules: filter},
 		}
 		p.Families = append(p.Families, fp)
 	}

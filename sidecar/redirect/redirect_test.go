@@ -35,10 +35,14 @@ func TestDryRunGolden(t *testing.T) {
 		cfg    contract.InitConfig
 		ipv6   bool // what auto detection finds
 	}{
-		{"redirect-v4", initConfig(func(c *contract.InitConfig) { c.IPv6 = contract.IPv6False }), false},
-		{"redirect-v4-v6", initConfig(func(c *contract.InitConfig) { c.IPv6 = contract.IPv6True }), false},
-		{"redirect-auto-detected-v6", initConfig(nil), true},
-		{"redirect-custom-port-uid", initConfig(func(c *contract.InitConfig) { c.Port = 8080; c.ExcludeUID = 1337; c.IPv6 = contract.IPv6True }), false},
+		// --source=node: the agent's mark is exempt.
+		{"redirect-v4", initConfig(func(c *contract.InitConfig) { c.AgentMark = contract.DefaultAgentMark; c.IPv6 = contract.IPv6False }), false},
+		{"redirect-v4-v6", initConfig(func(c *contract.InitConfig) { c.AgentMark = contract.DefaultAgentMark; c.IPv6 = contract.IPv6True }), false},
+		{"redirect-auto-detected-v6", initConfig(func(c *contract.InitConfig) { c.AgentMark = contract.DefaultAgentMark }), true},
+		{"redirect-custom-port-mark", initConfig(func(c *contract.InitConfig) { c.Port = 8080; c.AgentMark = 42; c.IPv6 = contract.IPv6True }), false},
+		// --source=web-identity (and the defaults): nothing is exempt.
+		{"redirect-no-exemption-v4", initConfig(func(c *contract.InitConfig) { c.IPv6 = contract.IPv6False }), false},
+		{"redirect-no-exemption-v4-v6", initConfig(func(c *contract.InitConfig) { c.IPv6 = contract.IPv6True }), false},
 		{"block-v4", initConfig(func(c *contract.InitConfig) { c.Block = true; c.IPv6 = contract.IPv6False }), true},
 		{"block-v4-v6", initConfig(func(c *contract.InitConfig) { c.Block = true; c.IPv6 = contract.IPv6True }), false},
 		{"cleanup", initConfig(func(c *contract.InitConfig) { c.Cleanup = true }), false},
@@ -74,31 +78,51 @@ func TestDryRunGolden(t *testing.T) {
 
 // The plan's security properties, asserted on the data rather than the text.
 func TestPlanProperties(t *testing.T) {
+	const mark = "0x504f4452"
 	for _, ipv6 := range []bool{false, true} {
-		redirect := Build(Config{Port: 9181, ExcludeUID: 47181, IPv6: ipv6})
-		block := Build(Config{Port: 9181, ExcludeUID: 47181, IPv6: ipv6, Block: true})
-		for _, p := range []Plan{redirect, block} {
+		marked := Build(Config{Port: 9181, AgentMark: contract.DefaultAgentMark, IPv6: ipv6})
+		unmarked := Build(Config{Port: 9181, IPv6: ipv6})
+		block := Build(Config{Port: 9181, IPv6: ipv6, Block: true})
+		for _, p := range []Plan{marked, unmarked, block} {
 			if got, want := len(p.Families), map[bool]int{false: 1, true: 2}[ipv6]; got != want {
 				t.Fatalf("ipv6=%v: %d families, want %d", ipv6, got, want)
 			}
 		}
 		for _, fp := range block.Families {
 			text := planText(fp)
-			if strings.Contains(text, "owner") || strings.Contains(text, "DNAT") || strings.Contains(text, "*nat") {
-				t.Errorf("block %s must exclude no UID and redirect nothing:\n%s", fp.Family, text)
+			if strings.Contains(text, "mark") || strings.Contains(text, "owner") || strings.Contains(text, "RETURN") ||
+				strings.Contains(text, "DNAT") || strings.Contains(text, "*nat") {
+				t.Errorf("block %s must exempt nothing and redirect nothing:\n%s", fp.Family, text)
 			}
 			if strings.Contains(text, "DROP") || !strings.Contains(text, "tcp-reset") {
 				t.Errorf("block %s must reject (tcp reset), not drop:\n%s", fp.Family, text)
 			}
 		}
-		for _, fp := range redirect.Families {
-			filter := fp.Tables[1]
-			if filter.Table != "filter" || !strings.Contains(strings.Join(filter.Rules[0], " "), "--uid-owner 47181 -j RETURN") {
-				t.Fatalf("redirect %s: the agent's exemption must come first in filter: %v", fp.Family, filter.Rules)
+		for _, p := range []Plan{marked, unmarked} {
+			for _, fp := range p.Families {
+				text := planText(fp)
+				if strings.Contains(text, "owner") || strings.Contains(text, "uid") {
+					t.Errorf("redirect %s: nothing may be exempt by UID any more:\n%s", fp.Family, text)
+				}
+				filter := fp.Tables[1]
+				last := strings.Join(filter.Rules[len(filter.Rules)-1], " ")
+				if filter.Table != "filter" || strings.Contains(last, "-p ") || strings.Contains(last, "--dport") || !strings.Contains(last, "REJECT") {
+					t.Errorf("redirect %s: the last filter rule must reject every protocol and port: %q", fp.Family, last)
+				}
 			}
-			last := strings.Join(filter.Rules[len(filter.Rules)-1], " ")
-			if strings.Contains(last, "-p ") || strings.Contains(last, "--dport") || !strings.Contains(last, "REJECT") {
-				t.Errorf("redirect %s: the last filter rule must reject every protocol and port: %q", fp.Family, last)
+		}
+		for _, fp := range marked.Families {
+			filter, nat := fp.Tables[1], fp.Tables[0]
+			if got := strings.Join(filter.Rules[0], " "); !strings.HasSuffix(got, "-m mark --mark "+mark+" -j RETURN") {
+				t.Errorf("redirect %s: the agent's mark must be exempt first in filter: %q", fp.Family, got)
+			}
+			if got := strings.Join(nat.Rules[0], " "); !strings.Contains(got, "-m mark ! --mark "+mark+" -j DNAT") {
+				t.Errorf("redirect %s: the agent's mark must not be redirected: %q", fp.Family, got)
+			}
+		}
+		for _, fp := range unmarked.Families {
+			if text := planText(fp); strings.Contains(text, "mark") || strings.Contains(text, "RETURN") {
+				t.Errorf("redirect %s without a mark must exempt nothing:\n%s", fp.Family, text)
 			}
 		}
 	}
@@ -121,7 +145,12 @@ func TestApplyIdempotentAndCleanupExact(t *testing.T) {
 			_ = ft.Append("filter", "OUTPUT", "-o", "lo", "-j", "ACCEPT")
 		}
 		before := map[Family]string{IPv4: sys.tables[IPv4].save(), IPv6: sys.tables[IPv6].save()}
-		cfg := initConfig(func(c *contract.InitConfig) { c.Block = block })
+		cfg := initConfig(func(c *contract.InitConfig) {
+			c.Block = block
+			if !block {
+				c.AgentMark = contract.DefaultAgentMark
+			}
+		})
 		if err := Run(context.Background(), cfg, sys, io.Discard, quiet()); err != nil {
 			t.Fatal(err)
 		}
@@ -155,7 +184,7 @@ func TestApplyIdempotentAndCleanupExact(t *testing.T) {
 // as the single first rule.
 func TestApplyRepairsJump(t *testing.T) {
 	ft := newFakeTables()
-	fp := Build(Config{Port: 9181, ExcludeUID: 47181}).Families[0]
+	fp := Build(Config{Port: 9181, AgentMark: contract.DefaultAgentMark}).Families[0]
 	if err := Apply(ft, fp); err != nil {
 		t.Fatal(err)
 	}
@@ -179,13 +208,16 @@ func TestApplyRepairsJump(t *testing.T) {
 
 // Verification fails closed on any difference between kernel and plan.
 func TestVerifyDetectsDrift(t *testing.T) {
-	fp := Build(Config{Port: 9181, ExcludeUID: 47181, IPv6: true}).Families[1]
+	fp := Build(Config{Port: 9181, AgentMark: contract.DefaultAgentMark, IPv6: true}).Families[1]
 	tests := map[string]func(*fakeTables){
 		"rule missing": func(ft *fakeTables) { ft.chains["filter"][Chain] = ft.chains["filter"][Chain][1:] },
 		"extra rule":   func(ft *fakeTables) { _ = ft.Append("nat", Chain, "-j", "RETURN") },
 		"rule rewritten": func(ft *fakeTables) {
 			// e.g. a kernel or iptables version printing the port differently
 			ft.chains["nat"][Chain][0] = strings.Replace(ft.chains["nat"][Chain][0], "9181", "9182", 1)
+		},
+		"exempt mark changed": func(ft *fakeTables) {
+			ft.chains["filter"][Chain][0] = strings.Replace(ft.chains["filter"][Chain][0], "0x504f4452", "0x1", 1)
 		},
 		"no jump":    func(ft *fakeTables) { _ = ft.Delete("filter", "OUTPUT", "-j", Chain) },
 		"chain gone": func(ft *fakeTables) { delete(ft.chains["nat"], Chain) },
@@ -237,6 +269,8 @@ func TestRunErrors(t *testing.T) {
 			return s
 		}, "pass --ipv6=true or --ipv6=false"},
 		{"bad port", initConfig(func(c *contract.InitConfig) { c.Port = 0 }), func() *fakeSystem { return newFakeSystem(false) }, "--port=0"},
+		{"block with a mark", initConfig(func(c *contract.InitConfig) { c.Block = true; c.AgentMark = contract.DefaultAgentMark }),
+			func() *fakeSystem { return newFakeSystem(false) }, "--block with --agent-mark"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

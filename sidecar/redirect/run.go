@@ -47,7 +47,7 @@ func Run(ctx context.Context, cfg contract.InitConfig, sys System, stdout io.Wri
 	if cfg.Cleanup {
 		plan = BuildCleanup(ipv6)
 	} else {
-		plan = Build(Config{Port: cfg.Port, ExcludeUID: cfg.ExcludeUID, IPv6: ipv6, Block: cfg.Block})
+		plan = Build(Config{Port: cfg.Port, AgentMark: cfg.AgentMark, IPv6: ipv6, Block: cfg.Block})
 	}
 	plan.Note = note
 	if cfg.DryRun {
@@ -82,7 +82,7 @@ func Run(ctx context.Context, cfg contract.InitConfig, sys System, stdout io.Wri
 				return fmt.Errorf("%s: cleanup: %w", fp.Family.command(), err)
 			}
 		}
-		log.Info("rules done", "action", actionName(plan.Action), "family", fp.Family.String(), "block", cfg.Block, "port", cfg.Port, "exclude_uid", cfg.ExcludeUID)
+		log.Info("rules done", "action", actionName(plan.Action), "family", fp.Family.String(), "block", cfg.Block, "port", cfg.Port, "agent_mark", contract.FormatMark(cfg.AgentMark))
 	}
 	return nil
 }
