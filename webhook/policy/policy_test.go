@@ -16,7 +16,7 @@ func TestGlobMatch(t *testing.T) {
 		{"arn:aws:iam::1:role/app-*", "arn:aws:iam::1:role/app-", true},
 		{"arn:aws:iam::1:role/app-*", "arn:aws:iam::1:role/web-reader", false},
 		{"*", "anything", true},
-		{"arn:aws:iam::1:role/*", "arn:aws:iam::1:role/path/to/x", true}, // * crosses '/', as kube2iam's glob
+		{"arn:aws:iam::1:role/*", "arn:aws:iam::1:role/path/to/x", true}, // * crosses '/', as kube2iam's glob (the ARN matcher applies it per ':' field)
 		{"*/reader", "arn:aws:iam::1:role/team/reader", true},
 		{"a*b*c", "abc", true},
 		{"a*b*c", "aXbYc", true},
@@ -40,6 +40,9 @@ func TestNormalizeBaseARN(t *testing.T) {
 		{"arn:aws:iam::1111:role/", "", "12-digit account"},
 		{"arn:aws:iam::111122223333:user/", "", "not valid"},
 		{"111122223333", "", "not valid"},
+		{"arn:aws:iam::111122223333:role/teams/../", "", "not valid"},
+		{"arn:aws:iam::111122223333:role/./", "", "not valid"},
+		{"arn:aws:iam::111122223333:role/teams/..a/", "arn:aws:iam::111122223333:role/teams/..a/", ""},
 	}
 	for _, tt := range tests {
 		got, err := NormalizeBaseARN(tt.in)
@@ -71,6 +74,15 @@ func TestResolveRole(t *testing.T) {
 		{"arn:aws:iam::111122223333:role/a b", "", "", "malformed"},
 		{"arn:aws:sts::111122223333:assumed-role/a/b", "", "", "malformed"},
 		{"app\n", base, "", "malformed"},
+		// "." and ".." path segments are refused: IAM paths are literal, and
+		// they only serve to trick a reader or a glob.
+		{"a/../admin", base, "", "path segment"},
+		{"./app", base, "", "path segment"},
+		{"..", base, "", "path segment"},
+		{"arn:aws:iam::111122223333:role/team-a/../admin", "", "", "path segment"},
+		{"arn:aws:iam::111122223333:role/../admin", "", "", "path segment"},
+		{"arn:aws:iam::111122223333:role/a/..b", "", "arn:aws:iam::111122223333:role/a/..b", ""},
+		{"...", base, base + "...", ""},
 	}
 	for _, tt := range tests {
 		got, d := ResolveRole(tt.role, tt.base)
