@@ -1,6 +1,14 @@
 // Package nsinfo answers "what are this namespace's labels and annotations"
 // for the admission path from a client-go informer cache, falling back to a
 // GET for namespaces the cache has not seen yet (created a moment ago).
+//
+// It never fails open. The API server calls the webhook only for pods in
+// namespaces labelled podrole.io/inject=enabled (the configuration's
+// namespaceSelector), so a cached copy without that label is stale by
+// definition (the label was just added and the watch has not delivered it):
+// CachedNamespace does not answer with it, and Namespace always reads the
+// namespace from the API server. A failed read is an error, which the server
+// turns into a refusal.
 package nsinfo
 
 import (
@@ -8,9 +16,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/podrole/podrole/contract"
 	"github.com/podrole/podrole/webhook/mutate"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
@@ -63,36 +71,35 @@ func (c *Cache) Start(ctx context.Context) {
 // Synced reports whether the initial list has been loaded.
 func (c *Cache) Synced() bool { return c.informer.HasSynced() }
 
-// Namespace returns name's labels and annotations, from the cache or, when
-// the cache does not have it yet, from the API server.
+// Namespace returns name's labels and annotations as the API server has
+// them now: it always reads the namespace live (GET), never from the cache,
+// because it is asked exactly when the cache could not answer (see
+// CachedNamespace). An error (namespace not found, API unreachable) refuses
+// the pod.
 func (c *Cache) Namespace(ctx context.Context, name string) (mutate.Namespace, error) {
-	ns, err := c.lister.Get(name)
-	if err == nil {
-		return convert(ns), nil
-	}
-	if !apierrors.IsNotFound(err) {
-		return mutate.Namespace{}, fmt.Errorf("read namespace %q from cache: %w", name, err)
-	}
-	ns, err = c.client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+	ns, err := c.client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		return mutate.Namespace{}, fmt.Errorf("get namespace %q: %w", name, err)
 	}
 	return convert(ns), nil
 }
 
-// slim keeps of a Namespace what lookups and the informer use: name, UID,
-// resource version, labels and annotations (no managed fields, spec or
-// status). Anything else (a tombstone) passes unchanged.
-// CachedNamespace returns name from the cache only; ok is false when the
-// cache does not have it (or cannot be read), and Namespace must be asked.
+// CachedNamespace returns name from the cache only. ok is false, and
+// Namespace must be asked, when the cache does not have it, cannot be read,
+// or has a copy without the label podrole.io/inject=enabled: the API server
+// sends the webhook only pods of labelled namespaces, so such a copy is
+// older than the label and its annotations (the allow-lists) may be too.
 func (c *Cache) CachedNamespace(name string) (mutate.Namespace, bool) {
 	ns, err := c.lister.Get(name)
-	if err != nil {
+	if err != nil || ns.Labels[contract.LabelInject] != contract.InjectEnabled {
 		return mutate.Namespace{}, false
 	}
 	return convert(ns), true
 }
 
+// slim keeps of a Namespace what lookups and the informer use: name, UID,
+// resource version, labels and annotations (no managed fields, spec or
+// status). Anything else (a tombstone) passes unchanged.
 func slim(obj any) (any, error) {
 	ns, ok := obj.(*corev1.Namespace)
 	if !ok {
