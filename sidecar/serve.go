@@ -23,8 +23,8 @@ import (
 )
 
 const (
-	// nodeMetadataTimeout bounds the start-up read of the node's metadata; a
-	// node that does not answer (hop limit 1, web-identity) costs this once.
+	// nodeMetadataTimeout bounds the start-up read of the node's metadata
+	// (--source=node only); a node that does not answer costs this once.
 	nodeMetadataTimeout = 3 * time.Second
 	shutdownTimeout     = 5 * time.Second
 )
@@ -41,6 +41,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 func serve(ctx context.Context, cfg contract.ServeConfig, log *slog.Logger) error {
+	// First the mark: an agent that cannot set it must fail here, with the
+	// reason, not later with a confusing answer from its own redirect.
+	control, err := markedDialControl(cfg.AgentMark)
+	if err != nil {
+		return err
+	}
+	if cfg.Source == contract.SourceWebIdentity && cfg.Region == "" {
+		return fmt.Errorf("--region is required with --source=%s: the agent then asks the node's metadata service nothing "+
+			"(the pod's rules send 169.254.169.254 back to the agent itself), so the region for STS must come from --region (e.g. --region=us-east-1)", contract.SourceWebIdentity)
+	}
 	if _, err := assume.ParseRoleARN(cfg.RoleARN); err != nil {
 		return fmt.Errorf("--role-arn: %w", err)
 	}
@@ -53,7 +63,8 @@ func serve(ctx context.Context, cfg contract.ServeConfig, log *slog.Logger) erro
 		"sts_endpoint", cfg.STSEndpoint, "region", cfg.Region, "availability_zone", cfg.AvailabilityZone,
 		"node_metadata_endpoint", cfg.NodeMetadataEndpoint, "token_file", cfg.TokenFile,
 		"external_id_set", cfg.ExternalID != "", "session_name", session,
-		"session_duration", cfg.SessionDuration.String(), "require_imdsv2", cfg.RequireIMDSv2)
+		"session_duration", cfg.SessionDuration.String(), "require_imdsv2", cfg.RequireIMDSv2,
+		"agent_mark", contract.FormatMark(cfg.AgentMark))
 
 	// Bind first: a bad or taken address fails before any STS call.
 	imdsListeners, err := listenIMDS(cfg.Listen, net.Listen, log)
@@ -69,7 +80,18 @@ func serve(ctx context.Context, cfg contract.ServeConfig, log *slog.Logger) erro
 		defer healthListener.Close()
 	}
 
-	placement := nodePlacement(ctx, cfg, log)
+	// Every outbound call, node IMDS and STS, goes through this one client.
+	client := assume.NewHTTPClient(control, cfg.NodeMetadataEndpoint)
+	var placement nodemeta.Metadata
+	if cfg.Source == contract.SourceWebIdentity {
+		// Nothing from the node: no identity document (404), region and
+		// zone from the flags only.
+		placement = nodemeta.Metadata{Region: cfg.Region, AvailabilityZone: cfg.AvailabilityZone}
+		log.Info("placement from the flags only (web identity asks the node's metadata service nothing)",
+			"region", placement.Region, "availability_zone", placement.AvailabilityZone)
+	} else {
+		placement = nodePlacement(ctx, cfg, client, log)
+	}
 	region := cfg.Region
 	if region == "" {
 		region = placement.Region
@@ -78,7 +100,7 @@ func serve(ctx context.Context, cfg contract.ServeConfig, log *slog.Logger) erro
 		return errors.New("no region for STS: the node's metadata service did not give one; pass --region (e.g. --region=us-east-1)")
 	}
 
-	src, err := newSource(ctx, cfg, session, region)
+	src, err := newSource(ctx, cfg, session, region, client)
 	if err != nil {
 		return err
 	}
@@ -201,13 +223,12 @@ func closeAll(ls []net.Listener) {
 }
 
 // nodePlacement reads region, zone and identity document from the node's
-// IMDS, falling back to --region / --availability-zone.
-func nodePlacement(ctx context.Context, cfg contract.ServeConfig, log *slog.Logger) nodemeta.Metadata {
+// IMDS, falling back to --region / --availability-zone. client is the
+// agent's marked client, which never uses a proxy for the node's IMDS (it
+// refuses proxied token requests, and must be reached directly).
+func nodePlacement(ctx context.Context, cfg contract.ServeConfig, client nodemeta.Doer, log *slog.Logger) nodemeta.Metadata {
 	ctx, cancel := context.WithTimeout(ctx, nodeMetadataTimeout)
 	defer cancel()
-	// No proxy from the environment: the node's IMDS refuses proxied token
-	// requests, and it must be reached directly.
-	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
 	node, err := nodemeta.Fetch(ctx, client, cfg.NodeMetadataEndpoint)
 	if err != nil {
 		log.Warn("reading the node's metadata failed; falling back to --region/--availability-zone",
@@ -219,10 +240,11 @@ func nodePlacement(ctx context.Context, cfg contract.ServeConfig, log *slog.Logg
 	return md
 }
 
-func newSource(ctx context.Context, cfg contract.ServeConfig, session, region string) (creds.Source, error) {
+func newSource(ctx context.Context, cfg contract.ServeConfig, session, region string, client assume.HTTPClient) (creds.Source, error) {
 	ac := assume.Config{
 		RoleARN: cfg.RoleARN, SessionName: session, ExternalID: cfg.ExternalID,
 		Duration: cfg.SessionDuration, Region: region, STSEndpoint: cfg.STSEndpoint,
+		HTTPClient: client,
 	}
 	switch cfg.Source {
 	case contract.SourceWebIdentity:

@@ -202,20 +202,23 @@ func TestServeNode(t *testing.T) {
 	}
 }
 
-// --source=web-identity with no node IMDS at all (hop limit 1): region and
-// zone from the flags, the token read from the file.
+// --source=web-identity: the agent asks the node's IMDS nothing at all (in a
+// pod, the rules would send it back to the agent itself), even when one
+// answers; region and zone come from the flags, and no identity document is
+// served. The token is read from the file.
 func TestServeWebIdentityWithoutNode(t *testing.T) {
 	fakeaws.IsolateEnv(t)
 	sts := fakeaws.NewSTS(t, nil)
-	dead := fakeaws.NewNodeIMDS(t, "", "")
-	dead.Close() // nothing listens there any more
+	node := fakeaws.NewNodeIMDS(t, "eu-west-1", "eu-west-1a") // answers, and records every request
+	// Where an SDK default chain would look for the node by itself.
+	t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", node.URL)
 	tokenFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokenFile, []byte("eyJ-projected"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("PODROLE_ROLE_ARN", testRole) // flags also come from the environment
 	r := startServe(t, "--source=web-identity", "--token-file="+tokenFile, "--sts-endpoint="+sts.URL,
-		"--node-metadata-endpoint="+dead.URL, "--availability-zone=ap-southeast-2b", "--session-name=fixed-name")
+		"--node-metadata-endpoint="+node.URL, "--region=ap-southeast-2", "--availability-zone=ap-southeast-2b", "--session-name=fixed-name")
 	waitFor(t, "ready", func() bool { code, _, _ := call(t, "GET", r.health+contract.PathReadyz, nil); return code == 200 })
 	base := r.imds[0]
 	code, body, _ := call(t, "GET", base+"/latest/meta-data/iam/security-credentials-extended/app-role", nil)
@@ -231,12 +234,18 @@ func TestServeWebIdentityWithoutNode(t *testing.T) {
 			t.Errorf("%s: %d %q, want %q", path, code, got, want)
 		}
 	}
+	if code, got, _ := call(t, "GET", base+"/latest/dynamic/instance-identity/document", nil); code != 404 {
+		t.Errorf("identity document with web identity: %d %q, want 404", code, got)
+	}
 	reqs := sts.Requests()
 	if len(reqs) != 1 || reqs[0].Form.Get("WebIdentityToken") != "eyJ-projected" || reqs[0].Form.Get("RoleSessionName") != "fixed-name" {
 		t.Fatalf("STS requests %+v", reqs)
 	}
 	if strings.Contains(r.logs.String(), "eyJ-projected") {
 		t.Fatal("the service-account token was logged")
+	}
+	if p := node.Paths(); len(p) != 0 {
+		t.Fatalf("web identity asked the node's metadata service %v", p)
 	}
 }
 
@@ -289,6 +298,10 @@ func TestServeBadArgs(t *testing.T) {
 		{[]string{"--role-arn=" + testRole, "extra"}, "unexpected arguments"},
 		{[]string{"--role-arn=" + testRole, "--listen=127.0.0.1:0", "--health-listen=127.0.0.1:0",
 			"--node-metadata-endpoint=http://127.0.0.1:1"}, "--region"},
+		// Web identity asks the node nothing, so the region must be given.
+		{[]string{"--role-arn=" + testRole, "--source=web-identity", "--listen=127.0.0.1:0", "--health-listen=127.0.0.1:0"},
+			"--region is required with --source=web-identity"},
+		{[]string{"--role-arn=" + testRole, "--source=web-identity", "--region=us-east-1", "--agent-mark=0x504f4452"}, "drop --agent-mark"},
 	}
 	for _, tt := range tests {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

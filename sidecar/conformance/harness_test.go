@@ -28,6 +28,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 
+	"github.com/podrole/podrole/contract"
 	"github.com/podrole/podrole/internal/testenv"
 	"github.com/podrole/podrole/stsdouble"
 )
@@ -330,8 +331,16 @@ func startSidecar(t testing.TB, st *stsServer, o sidecarOpts) *sidecar {
 			"--node-metadata-endpoint=" + nodeURL,
 			"--session-name=" + session,
 		}
+		// As the webhook runs it: nothing from PODROLE_* variables, and with
+		// --source=node the agent's socket mark on every outbound
+		// connection (setting it needs CAP_NET_RAW or CAP_NET_ADMIN, so only
+		// when the suite runs as root; on loopback the mark changes no route).
+		args = append(args, "--ignore-env")
 		if !slices.ContainsFunc(o.extra, func(a string) bool { return strings.HasPrefix(a, "--source=") }) {
 			args = append(args, "--source=node")
+			if os.Geteuid() == 0 {
+				args = append(args, "--agent-mark="+contract.FormatMark(contract.DefaultAgentMark))
+			}
 		}
 		if o.requireV2 {
 			args = append(args, "--require-imdsv2")

@@ -45,17 +45,28 @@ func serviceAccountToken(t *testing.T, sub string, exp time.Time) string {
 	return signed + "." + enc(sig)
 }
 
-// TestWebIdentitySource: with --source=web-identity and no node credentials
-// at all (node IMDS down), the sidecar assumes the role with the projected
-// token, and clients get exactly that key.
+// TestWebIdentitySource: with --source=web-identity the sidecar assumes the
+// role with the projected token, and clients get exactly that key. The node
+// IMDS answers (with the node role) and the sidecar asks it nothing: in a
+// pod the rules exempt nothing then, and any such call would come back to
+// the agent itself.
 func TestWebIdentitySource(t *testing.T) {
 	all := clients(t)
 	st := startSTS(t)
+	node := startNodeIMDS(t)
 	tokFile := filepath.Join(t.TempDir(), "token")
 	if err := os.WriteFile(tokFile, []byte(serviceAccountToken(t, "system:serviceaccount:default:web", time.Now().Add(time.Hour))), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sc := startSidecar(t, st, sidecarOpts{requireV2: true, extra: []string{"--source=web-identity", "--token-file=" + tokFile}})
+	sc := startSidecar(t, st, sidecarOpts{requireV2: true, nodeURL: node.URL, extra: []string{"--source=web-identity", "--token-file=" + tokFile}})
+	t.Cleanup(func() {
+		if p := node.requested(); len(p) != 0 {
+			t.Errorf("with --source=web-identity the sidecar asked the node's IMDS %v", p)
+		}
+	})
+	if r := call(t, http.MethodGet, sc.URL+pathIdDoc, withToken(token(t, sc, 60))); r.status != 404 {
+		t.Errorf("identity document with web identity: %d %q, want 404 (nothing comes from the node)", r.status, r.body)
+	}
 	l := st.latest(t, sc)
 	if l.Action != "AssumeRoleWithWebIdentity" || l.Caller != "system:serviceaccount:default:web" {
 		t.Fatalf("the sidecar got its credentials by %s as %s, want AssumeRoleWithWebIdentity as the service account", l.Action, l.Caller)

@@ -50,12 +50,18 @@ func RegionFromAZ(az string) string {
 // ValidRegion reports whether s looks like an AWS region name.
 func ValidRegion(s string) bool { return regionRE.MatchString(s) }
 
+// Doer sends one HTTP request: an *http.Client, or the agent's one
+// outbound client (assume.NewHTTPClient), whose sockets carry its mark.
+type Doer interface {
+	Do(*http.Request) (*http.Response, error)
+}
+
 // Fetch reads the metadata from the node's IMDS at endpoint (e.g.
 // http://169.254.169.254): an IMDSv2 token first (IMDSv1 if the token call
 // is refused with 403/404/405), then each item. Items the node does not
 // serve stay empty; the error reports the first failure, with whatever was
 // read.
-func Fetch(ctx context.Context, client *http.Client, endpoint string) (Metadata, error) {
+func Fetch(ctx context.Context, client Doer, endpoint string) (Metadata, error) {
 	if client == nil {
 		client = &http.Client{}
 	}
@@ -93,7 +99,7 @@ func Fetch(ctx context.Context, client *http.Client, endpoint string) (Metadata,
 	return md, errors.Join(errs...)
 }
 
-func getToken(ctx context.Context, client *http.Client, base string) (string, error) {
+func getToken(ctx context.Context, client Doer, base string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPut, base+"/latest/api/token", nil)
@@ -118,7 +124,7 @@ func getToken(ctx context.Context, client *http.Client, base string) (string, er
 }
 
 // get returns the body of a 200, nothing for a 404, an error otherwise.
-func get(ctx context.Context, client *http.Client, url, token string) ([]byte, error) {
+func get(ctx context.Context, client Doer, url, token string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)

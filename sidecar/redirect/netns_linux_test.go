@@ -5,9 +5,15 @@ package redirect_test
 import (
 	"bufio"
 	"context"
+	"crypto"
 	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"io"
 	"os"
 	"os/exec"
@@ -32,9 +38,47 @@ import (
 
 const cmdTimeout = 30 * time.Second
 
+// who is a process identity in the pod: a UID and capabilities, set with
+// setpriv before the program starts.
+type who struct {
+	name string
+	priv []string // setpriv options
+}
+
+func asUID(uid string, caps ...string) who {
+	name := "uid " + uid
+	priv := []string{"--reuid=" + uid, "--regid=" + uid, "--clear-groups"}
+	if len(caps) > 0 {
+		name += " caps " + strings.Join(caps, ",")
+		// The bounding set decides what root keeps across exec; inheritable
+		// and ambient are emptied so nothing else sneaks back.
+		priv = append(priv, "--inh-caps=-all", "--ambient-caps=-all", "--bounding-set="+strings.Join(caps, ","))
+	}
+	return who{name, priv}
+}
+
 var (
-	agentUID = strconv.Itoa(contract.DefaultSidecarUID)
-	appUID   = "1000"
+	mark     = contract.FormatMark(contract.DefaultAgentMark)
+	oldAgent = strconv.Itoa(contract.DefaultSidecarUID) // the UID the redirect used to exempt
+	// app is an ordinary non-root app container.
+	app = asUID("1000")
+	// exAgentUID runs as the UID that used to be exempt (image USER 47181,
+	// or a root app that called setuid(47181)).
+	exAgentUID = asUID(oldAgent)
+	// rootApp is a root app container as podrole admits it: the container
+	// runtime's default capabilities without NET_RAW (NET_ADMIN is not in
+	// the default set and the webhook refuses it).
+	rootApp = asUID("0", "-all", "+chown", "+dac_override", "+fsetid", "+fowner", "+mknod", "+setgid", "+setuid",
+		"+setfcap", "+setpcap", "+net_bind_service", "+sys_chroot", "+kill", "+audit_write")
+	// agent is podrole-agent with --source=node: root with NET_RAW only.
+	agent = asUID("0", "-all", "+net_raw")
+	// rootNoPtrace has every capability but SYS_PTRACE: only the agent's
+	// non-dumpable flag keeps it out of the agent's /proc files.
+	rootNoPtrace = asUID("0", "-sys_ptrace")
+	// root is plain root, for the servers standing in for the node and STS.
+	root = asUID("0")
+	// clients are the pod's processes that must never get past the redirect.
+	clients = []who{app, exAgentUID, rootApp}
 )
 
 // run runs a command with a timeout and returns its combined output.
@@ -53,6 +97,7 @@ type bins struct {
 	sidecar, helper, stsDouble string
 	stsConfig, nodeCreds       string // the double's config; the node role's credentials document
 	nodeKeyID                  string
+	token                      string // a projected service-account token the double trusts for role/app
 }
 
 // build builds podrole-sidecar (or takes PODROLE_SIDECAR_BIN), the helper
@@ -119,7 +164,42 @@ func build(t *testing.T) bins {
 	if b.nodeCreds == "" {
 		t.Fatalf("%s has no assumed-role/node-role key for the node's IMDS", b.stsConfig)
 	}
+	b.token = filepath.Join(dir, "token")
+	// Readable by the agent's UID, like the kubelet's projected volume.
+	if err := os.WriteFile(b.token, []byte(serviceAccountToken(t, "system:serviceaccount:default:web")), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	return b
+}
+
+// serviceAccountToken signs a projected-token-like JWT, valid for an hour,
+// with stsdouble's test OIDC key (kid rsa-1, trusted by its test config).
+func serviceAccountToken(t *testing.T, sub string) string {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "..", "stsdouble", "testdata", "oidc-rsa.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(raw)
+	if blk == nil {
+		t.Fatal("oidc-rsa.key holds no PEM block")
+	}
+	key, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc := base64.RawURLEncoding.EncodeToString
+	hdr, _ := json.Marshal(map[string]string{"alg": "RS256", "kid": "rsa-1", "typ": "JWT"})
+	now := time.Now().Unix()
+	claims, _ := json.Marshal(map[string]any{"iss": "https://oidc.podrole.test", "sub": sub, "aud": []string{contract.TokenAudience},
+		"iat": now, "nbf": now, "exp": now + 3600})
+	signed := enc(hdr) + "." + enc(claims)
+	sum := sha256.Sum256([]byte(signed))
+	sig, err := rsa.SignPKCS1v15(rand.Reader, key.(*rsa.PrivateKey), crypto.SHA256, sum[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return signed + "." + enc(sig)
 }
 
 func randSuffix(t *testing.T) string {
@@ -185,17 +265,18 @@ func newTestNet(t *testing.T, b bins) testNet {
 	}
 	// The node's IMDS answers on :80, on another port (:8080) and on UDP, so
 	// every reject the test expects would be a success without our rules.
-	start(t, n.node, "0", "ready", b.helper, "serve", "-marker", "node-imds", "-node-creds", b.nodeCreds,
+	start(t, n.node, root, "ready", b.helper, "serve", "-marker", "node-imds", "-node-creds", b.nodeCreds,
 		"-tcp", "169.254.169.254:80,169.254.169.254:8080,[fd00:ec2::254]:80,[fd00:ec2::254]:8080",
 		"-udp", "169.254.169.254:5353,[fd00:ec2::254]:5353")
 	return n
 }
 
-// inNetnsAs is the `ip` arguments that run args in ns as uid (and its group,
-// no supplementary groups), keeping the parent-death signal across the UID
-// change so nothing outlives a killed test.
-func inNetnsAs(ns, uid string, args ...string) []string {
-	return append([]string{"netns", "exec", ns, "setpriv", "--reuid=" + uid, "--regid=" + uid, "--clear-groups", "--pdeathsig=keep", "--"}, args...)
+// inNetnsAs is the `ip` arguments that run args in ns as w, keeping the
+// parent-death signal across the UID change so nothing outlives a killed
+// test.
+func inNetnsAs(ns string, w who, args ...string) []string {
+	a := append([]string{"netns", "exec", ns, "setpriv"}, w.priv...)
+	return append(append(a, "--pdeathsig=keep", "--"), args...)
 }
 
 // cleanEnv keeps AWS clients in the test away from any file or variable of
@@ -205,13 +286,20 @@ func cleanEnv() []string {
 		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null"}
 }
 
-// start runs a long-lived process in ns as uid and, if ready is not empty,
-// waits until its first stdout line starts with ready.
-func start(t *testing.T, ns, uid, ready string, args ...string) {
+// start runs a long-lived process in ns as w and, if ready is not empty,
+// waits until its first stdout line starts with ready. It returns the
+// process's PID (ip netns exec and setpriv exec into it).
+func start(t *testing.T, ns string, w who, ready string, args ...string) int {
+	t.Helper()
+	return startEnv(t, ns, w, nil, ready, args...)
+}
+
+// startEnv is start with extra environment variables.
+func startEnv(t *testing.T, ns string, w who, env []string, ready string, args ...string) int {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, "ip", append(inNetnsAs(ns, uid), args...)...)
-	cmd.Env = cleanEnv()
+	cmd := exec.CommandContext(ctx, "ip", append(inNetnsAs(ns, w), args...)...)
+	cmd.Env = append(cleanEnv(), env...)
 	// Dies with the test binary even if it is killed before its cleanups run.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()
@@ -232,7 +320,7 @@ func start(t *testing.T, ns, uid, ready string, args ...string) {
 	})
 	if ready == "" {
 		go func() { _, _ = io.Copy(io.Discard, stdout) }()
-		return
+		return cmd.Process.Pid
 	}
 	got := make(chan string, 1)
 	go func() {
@@ -249,13 +337,14 @@ func start(t *testing.T, ns, uid, ready string, args ...string) {
 	case <-time.After(cmdTimeout):
 		t.Fatalf("%v not ready after %s", args, cmdTimeout)
 	}
+	return cmd.Process.Pid
 }
 
-// as runs the helper as uid in the pod namespace and returns what it printed:
-// the body on success, else refused/reset/timeout/error.
-func as(t *testing.T, ns, uid, helper string, args ...string) string {
+// as runs the helper as w in the pod namespace and returns what it printed:
+// the body on success, else refused/reset/timeout/mark-denied/error.
+func as(t *testing.T, ns string, w who, helper string, args ...string) string {
 	t.Helper()
-	out, _ := run(t, "ip", append(inNetnsAs(ns, uid, helper), args...)...)
+	out, _ := run(t, "ip", append(inNetnsAs(ns, w, helper), args...)...)
 	return strings.TrimSpace(out)
 }
 
@@ -309,7 +398,7 @@ func waitStarted(t *testing.T, n testNet, helper, url string) {
 	t.Helper()
 	deadline := time.Now().Add(cmdTimeout)
 	for {
-		got := as(t, n.pod, "0", helper, "get", url)
+		got := as(t, n.pod, root, helper, "get", url)
 		if !strings.HasPrefix(got, "refused") && !strings.HasPrefix(got, "error") && !strings.HasPrefix(got, "timeout") {
 			return
 		}
@@ -328,9 +417,9 @@ func probes(fam string) (metaHTTP, otherPort, udp string) {
 }
 
 // expect checks the helper's answer: a marker prefix, or an exact failure kind.
-func expect(t *testing.T, n testNet, helper, uid, want string, args ...string) {
+func expect(t *testing.T, n testNet, helper string, w who, want string, args ...string) {
 	t.Helper()
-	got := as(t, n.pod, uid, helper, args...)
+	got := as(t, n.pod, w, helper, args...)
 	ok := strings.HasPrefix(got, want)
 	if want == "rejected" {
 		// A reject fails the call at once: tcp-reset shows as refused (or reset
@@ -340,7 +429,7 @@ func expect(t *testing.T, n testNet, helper, uid, want string, args ...string) {
 		ok = kind == "refused" || kind == "reset" || kind == "denied"
 	}
 	if !ok {
-		t.Errorf("uid %s %v: got %q, want %s", uid, args, got, want)
+		t.Errorf("%s %v: got %q, want %s", w.name, args, got, want)
 	}
 }
 
@@ -376,34 +465,62 @@ func TestNetnsInit(t *testing.T) {
 					t.Fatalf("init %v: %v\n%s", args, err, out)
 				}
 			}
-
-			// Control: without our rules every UID reaches the "node IMDS" on
-			// every port, so each reject below is our doing.
-			for _, fam := range []string{"v4", "v6"} {
-				meta, other, udp := probes(fam)
-				expect(t, n, helper, appUID, "node-imds", "get", meta)
-				expect(t, n, helper, appUID, "node-imds", "get", other)
-				expect(t, n, helper, appUID, "node-imds udp", "udp", udp)
+			mustCleanup := func(t *testing.T) {
+				t.Helper()
+				mustInit(t, "--cleanup")
+				if nft, legacy := nsSave(t, n.pod); nft != pristineNft || legacy != pristineLegacy {
+					t.Fatalf("cleanup left:\nnft:\n%s\nlegacy:\n%s\nwant:\n%s\n%s", nft, legacy, pristineNft, pristineLegacy)
+				}
 			}
 
+			// Control: without our rules every process reaches the "node IMDS"
+			// on every port, so each reject below is our doing.
+			for _, fam := range []string{"v4", "v6"} {
+				meta, other, udp := probes(fam)
+				expect(t, n, helper, app, "node-imds", "get", meta)
+				expect(t, n, helper, app, "node-imds", "get", other)
+				expect(t, n, helper, app, "node-imds udp", "udp", udp)
+			}
+			// The mark is the exemption only because these processes cannot
+			// set it: NET_RAW or NET_ADMIN is needed, whatever the UID.
+			t.Run("only NET_RAW sets the mark", func(t *testing.T) {
+				for _, w := range clients {
+					expect(t, n, helper, w, "mark-denied", "setmark", mark)
+					expect(t, n, helper, w, "mark-denied", "get", "-mark", mark, "http://169.254.169.254/")
+				}
+				expect(t, n, helper, agent, "mark-set", "setmark", mark)
+			})
+
 			t.Run("permission denied is explained", func(t *testing.T) {
-				out, err := run(t, "ip", "netns", "exec", n.pod, "setpriv", "--reuid="+appUID, "--regid="+appUID,
+				out, err := run(t, "ip", "netns", "exec", n.pod, "setpriv", "--reuid=1000", "--regid=1000",
 					"--clear-groups", "--inh-caps=-all", "--pdeathsig=keep", "--", sidecar, "init")
 				if err == nil || !strings.Contains(out, "permission denied: the init container needs NET_ADMIN and NET_RAW") {
 					t.Fatalf("init without privileges: err=%v\n%s", err, out)
 				}
 			})
 
+			// An agent that may not set its mark stops at once and says why,
+			// instead of calling its own redirect.
+			t.Run("agent without NET_RAW is refused", func(t *testing.T) {
+				for _, w := range []who{rootApp, exAgentUID} {
+					out, err := run(t, "ip", append(inNetnsAs(n.pod, w, sidecar), "serve", "--ignore-env",
+						"--role-arn=arn:aws:iam::111122223333:role/app", "--region=us-east-1", "--agent-mark="+mark)...)
+					if err == nil || !strings.Contains(out, "setting the socket mark needs CAP_NET_RAW (Linux 5.17+) or CAP_NET_ADMIN") {
+						t.Errorf("%s: serve --agent-mark: err=%v\n%s", w.name, err, out)
+					}
+				}
+			})
+
 			t.Run("redirect", func(t *testing.T) {
 				// --ipv6=auto must find the namespace's IPv6 address and route.
-				dry, err := initCmd(t, "--dry-run")
+				dry, err := initCmd(t, "--dry-run", "--agent-mark="+mark)
 				if err != nil || !strings.Contains(dry, "--ipv6=auto: IPv6 detected") {
 					t.Fatalf("dry run: %v\n%s", err, dry)
 				}
 				if nft, legacy := nsSave(t, n.pod); nft != pristineNft || legacy != pristineLegacy {
 					t.Fatal("--dry-run changed the namespace's rules")
 				}
-				mustInit(t)
+				mustInit(t, "--agent-mark="+mark)
 				nft1, legacy1 := nsSave(t, n.pod)
 				mine, other := nft1, legacy1
 				if backend == "legacy" {
@@ -412,54 +529,134 @@ func TestNetnsInit(t *testing.T) {
 				if !strings.Contains(mine, "PODROLE_OUTPUT") || strings.Contains(other, "PODROLE_OUTPUT") {
 					t.Fatalf("rules not (only) in the %s backend:\nnft:\n%s\nlegacy:\n%s", backend, nft1, legacy1)
 				}
-				mustInit(t)
+				if strings.Contains(mine, "owner") || !strings.Contains(mine, "-m mark --mark "+mark+" -j RETURN") {
+					t.Fatalf("the exemption must be the mark, not a UID:\n%s", mine)
+				}
+				mustInit(t, "--agent-mark="+mark)
 				if nft2, legacy2 := nsSave(t, n.pod); nft2 != nft1 || legacy2 != legacy1 {
 					t.Fatalf("second init changed the rules:\n%s%s\nwant\n%s%s", nft2, legacy2, nft1, legacy1)
 				}
-				start(t, n.pod, agentUID, "ready", helper, "serve", "-marker", "agent", "-tcp", "127.0.0.1:9181,[::1]:9181")
+				start(t, n.pod, app, "ready", helper, "serve", "-marker", "agent", "-tcp", "127.0.0.1:9181,[::1]:9181")
 				for _, fam := range []string{"v4", "v6"} {
 					meta, other, udp := probes(fam)
-					for _, uid := range []string{appUID, "0"} {
-						expect(t, n, helper, uid, "agent uid="+agentUID+" path=/latest/meta-data/iam/", "get", meta)
-						expect(t, n, helper, uid, "rejected", "get", other)
-						expect(t, n, helper, uid, "rejected", "udp", udp)
+					for _, w := range append(clients, root) {
+						// Root with every capability could set the mark; it is
+						// here unmarked, as any process's default.
+						expect(t, n, helper, w, "agent uid=1000 path=/latest/meta-data/iam/", "get", meta)
+						expect(t, n, helper, w, "rejected", "get", other)
+						expect(t, n, helper, w, "rejected", "udp", udp)
 					}
-					// The agent alone reaches the node's IMDS, on any port.
-					expect(t, n, helper, agentUID, "node-imds", "get", meta)
-					expect(t, n, helper, agentUID, "node-imds", "get", other)
-					expect(t, n, helper, agentUID, "node-imds udp", "udp", udp)
+					// Another mark is no exemption.
+					expect(t, n, helper, agent, "agent uid=1000", "get", "-mark", "0x1", meta)
+					expect(t, n, helper, agent, "rejected", "get", "-mark", "0x1", other)
+					// The agent's mark alone reaches the node's IMDS, on any port.
+					expect(t, n, helper, agent, "node-imds", "get", "-mark", mark, meta)
+					expect(t, n, helper, agent, "node-imds", "get", "-mark", mark, other)
+					expect(t, n, helper, agent, "node-imds udp", "udp", "-mark", mark, udp)
 				}
-				mustInit(t, "--cleanup")
-				if nft, legacy := nsSave(t, n.pod); nft != pristineNft || legacy != pristineLegacy {
-					t.Fatalf("cleanup left:\nnft:\n%s\nlegacy:\n%s\nwant:\n%s\n%s", nft, legacy, pristineNft, pristineLegacy)
-				}
+				mustCleanup(t)
 				mustInit(t, "--cleanup") // nothing left to remove is fine
-				expect(t, n, helper, appUID, "node-imds", "get", "http://169.254.169.254/")
+				expect(t, n, helper, app, "node-imds", "get", "http://169.254.169.254/")
 			})
 
-			// The real agent (podrole-sidecar serve, --source=node) as the
-			// excluded UID: it takes the node role's credentials from the node's
-			// IMDS through the exclusion, assumes the pod's role at the STS
-			// double inside the pod namespace, and apps get that role.
-			t.Run("real agent", func(t *testing.T) {
+			// --source=web-identity rules (no --agent-mark): nothing is exempt,
+			// not even a socket that carries the agent's mark.
+			t.Run("no exemption", func(t *testing.T) {
 				mustInit(t)
-				start(t, n.pod, "0", "sts-double ready", b.stsDouble, "--listen=127.0.0.1:8500", "--config="+b.stsConfig, "--quiet")
-				start(t, n.pod, agentUID, "", sidecar, "serve", "--role-arn=arn:aws:iam::111122223333:role/app",
-					"--sts-endpoint=http://127.0.0.1:8500", "--region=us-east-1", "--health-listen=127.0.0.1:9182")
-				waitStarted(t, n, helper, "http://127.0.0.1:9182"+contract.PathStarted)
-				for _, base := range []string{"http://169.254.169.254", "http://[fd00:ec2::254]"} {
-					for _, uid := range []string{appUID, "0"} {
-						got := as(t, n.pod, uid, helper, "imds", base)
-						if !strings.HasPrefix(got, "role=app code=Success key=ASIA") || strings.Contains(got, b.nodeKeyID) {
-							t.Errorf("uid %s via %s: got %q, want the app role's credentials", uid, base, got)
-						}
-					}
-					// Only the agent sees the node's role.
-					if got := as(t, n.pod, agentUID, helper, "imds", base); got != "role=node-role code=Success key="+b.nodeKeyID {
-						t.Errorf("agent via %s: got %q, want the node role", base, got)
+				nft, legacy := nsSave(t, n.pod)
+				for _, l := range strings.Split(nft+legacy, "\n") {
+					if strings.Contains(l, "PODROLE_OUTPUT") && (strings.Contains(l, "mark") || strings.Contains(l, "RETURN")) {
+						t.Fatalf("rules without --agent-mark exempt something: %s\n%s%s", l, nft, legacy)
 					}
 				}
-				mustInit(t, "--cleanup")
+				start(t, n.pod, app, "ready", helper, "serve", "-marker", "agent", "-tcp", "127.0.0.1:9181,[::1]:9181")
+				for _, fam := range []string{"v4", "v6"} {
+					meta, other, udp := probes(fam)
+					for _, m := range []string{"0", mark} {
+						for _, w := range []who{agent, root} {
+							expect(t, n, helper, w, "agent uid=1000", "get", "-mark", m, meta)
+							expect(t, n, helper, w, "rejected", "get", "-mark", m, other)
+							expect(t, n, helper, w, "rejected", "udp", "-mark", m, udp)
+						}
+					}
+					for _, w := range clients {
+						expect(t, n, helper, w, "agent uid=1000", "get", meta)
+						expect(t, n, helper, w, "rejected", "udp", udp)
+					}
+				}
+				mustCleanup(t)
+			})
+
+			// The real agent (podrole-sidecar serve --source=node) as root with
+			// NET_RAW only, marking its sockets: it takes the node role's
+			// credentials from the node's IMDS, assumes the pod's role at the
+			// STS double, and apps get that role. The double lives in the node
+			// namespace on a port of the metadata address that only the mark
+			// gets through to, so the STS connections prove marked too.
+			t.Run("real agent", func(t *testing.T) {
+				mustInit(t, "--agent-mark="+mark)
+				start(t, n.node, root, "sts-double ready", b.stsDouble, "--listen=169.254.169.254:8500", "--config="+b.stsConfig, "--quiet")
+				// --ignore-env: none of these may change what the agent does.
+				hostile := []string{"PODROLE_SOURCE=bogus", "PODROLE_NODE_METADATA_ENDPOINT=http://127.0.0.1:1", "PODROLE_SESSION_DURATION=1s"}
+				pid := startEnv(t, n.pod, agent, hostile, "", sidecar, "serve", "--ignore-env", "--role-arn=arn:aws:iam::111122223333:role/app",
+					"--agent-mark="+mark, "--sts-endpoint=http://169.254.169.254:8500", "--region=us-east-1", "--health-listen=127.0.0.1:9182")
+				waitStarted(t, n, helper, "http://127.0.0.1:9182"+contract.PathStarted)
+				for _, base := range []string{"http://169.254.169.254", "http://[fd00:ec2::254]"} {
+					for _, w := range append(clients, root) {
+						got := as(t, n.pod, w, helper, "imds", base)
+						if !strings.HasPrefix(got, "role=app code=Success key=ASIA") || strings.Contains(got, b.nodeKeyID) {
+							t.Errorf("%s via %s: got %q, want the app role's credentials", w.name, base, got)
+						}
+					}
+					// Only a socket with the mark sees the node's role.
+					if got := as(t, n.pod, agent, helper, "imds", "-mark", mark, base); got != "role=node-role code=Success key="+b.nodeKeyID {
+						t.Errorf("marked via %s: got %q, want the node role", base, got)
+					}
+				}
+				// The agent is not dumpable: root with every capability but
+				// SYS_PTRACE cannot open its memory, root, cwd or executable,
+				// nor can a root app (no NET_RAW) or the old agent UID.
+				// Control: the same reader opens them of a dumpable process
+				// with the agent's credentials.
+				control := start(t, n.pod, agent, "ready", helper, "serve", "-marker", "control")
+				for _, f := range []string{"mem", "root", "cwd", "exe"} {
+					expect(t, n, helper, rootNoPtrace, "open-ok", "open", "/proc/"+strconv.Itoa(control)+"/"+f)
+					for _, w := range []who{rootNoPtrace, rootApp, exAgentUID} {
+						expect(t, n, helper, w, "open-denied", "open", "/proc/"+strconv.Itoa(pid)+"/"+f)
+					}
+				}
+				mustCleanup(t)
+			})
+
+			// The real agent with --source=web-identity under rules without an
+			// exemption: it needs nothing from the node, and apps get the role.
+			t.Run("real agent, web identity", func(t *testing.T) {
+				mustInit(t)
+				start(t, n.pod, root, "sts-double ready", b.stsDouble, "--listen=127.0.0.1:8500", "--config="+b.stsConfig, "--quiet")
+				pid := start(t, n.pod, exAgentUID, "", sidecar, "serve", "--ignore-env", "--source=web-identity", "--token-file="+b.token,
+					"--role-arn=arn:aws:iam::111122223333:role/app", "--sts-endpoint=http://127.0.0.1:8500", "--region=us-east-1",
+					"--health-listen=127.0.0.1:9182")
+				waitStarted(t, n, helper, "http://127.0.0.1:9182"+contract.PathStarted)
+				for _, base := range []string{"http://169.254.169.254", "http://[fd00:ec2::254]"} {
+					for _, c := range []struct {
+						w    who
+						args []string
+					}{{app, nil}, {exAgentUID, nil}, {rootApp, nil}, {agent, []string{"-mark", mark}}} {
+						got := as(t, n.pod, c.w, helper, append(append([]string{"imds"}, c.args...), base)...)
+						if !strings.HasPrefix(got, "role=app code=Success key=ASIA") || strings.Contains(got, b.nodeKeyID) {
+							t.Errorf("%s %v via %s: got %q, want the app role's credentials", c.w.name, c.args, base, got)
+						}
+					}
+				}
+				// Not dumpable: a container running as the agent's UID (an
+				// image's USER) opens none of its /proc secrets, though it
+				// opens them of a dumpable process of that UID.
+				control := start(t, n.pod, exAgentUID, "ready", helper, "serve", "-marker", "control")
+				for _, f := range []string{"environ", "mem", "root", "cwd", "exe"} {
+					expect(t, n, helper, exAgentUID, "open-ok", "open", "/proc/"+strconv.Itoa(control)+"/"+f)
+					expect(t, n, helper, exAgentUID, "open-denied", "open", "/proc/"+strconv.Itoa(pid)+"/"+f)
+				}
+				mustCleanup(t)
 			})
 
 			t.Run("block", func(t *testing.T) {
@@ -478,16 +675,22 @@ func TestNetnsInit(t *testing.T) {
 				}
 				for _, fam := range []string{"v4", "v6"} {
 					meta, other, udp := probes(fam)
-					for _, uid := range []string{appUID, "0", agentUID} {
-						expect(t, n, helper, uid, "rejected", "get", meta)
-						expect(t, n, helper, uid, "rejected", "get", other)
-						expect(t, n, helper, uid, "rejected", "udp", udp)
+					for _, w := range append(clients, root) {
+						expect(t, n, helper, w, "rejected", "get", meta)
+						expect(t, n, helper, w, "rejected", "get", other)
+						expect(t, n, helper, w, "rejected", "udp", udp)
 					}
+					expect(t, n, helper, agent, "rejected", "get", "-mark", mark, meta)
+					expect(t, n, helper, agent, "rejected", "udp", "-mark", mark, udp)
 				}
-				mustInit(t, "--cleanup")
-				if nft, legacy := nsSave(t, n.pod); nft != pristineNft || legacy != pristineLegacy {
-					t.Fatalf("cleanup after block left:\n%s\n%s", nft, legacy)
+				// --ignore-env: the environment cannot turn block mode off.
+				if out, err := runEnv(t, append(cleanEnv(), "PODROLE_BLOCK=false", "PODROLE_CLEANUP=true"), "ip", "netns", "exec", n.pod, sidecar, "init", "--block", "--ignore-env"); err != nil {
+					t.Fatalf("init --block --ignore-env: %v\n%s", err, out)
 				}
+				if nft2, legacy2 := nsSave(t, n.pod); nft2 != nft1 || legacy2 != legacy1 {
+					t.Fatalf("PODROLE_* with --ignore-env changed the rules:\n%s%s\nwant\n%s%s", nft2, legacy2, nft1, legacy1)
+				}
+				mustCleanup(t)
 			})
 		})
 	}

@@ -11,18 +11,23 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/arn"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/aws-sdk-go-v2/service/sts/types"
 
+	"github.com/podrole/podrole/contract"
 	"github.com/podrole/podrole/sidecar/creds"
 )
 
@@ -41,9 +46,49 @@ type Config struct {
 	Region      string // signing region and, without STSEndpoint, the regional endpoint
 	STSEndpoint string // optional URL override
 	// HTTPClient is used for STS (and, for the node source, the node's IMDS);
-	// nil: the SDK's default.
-	HTTPClient *http.Client
+	// nil: the SDK's default. The agent passes NewHTTPClient's, whose
+	// sockets carry its mark.
+	HTTPClient HTTPClient
 }
+
+// HTTPClient sends one HTTP request (the SDK's aws.HTTPClient).
+type HTTPClient interface {
+	Do(*http.Request) (*http.Response, error)
+}
+
+// NewHTTPClient returns the one HTTP client of every call the agent makes
+// (STS, and with --source=node the node's IMDS for base credentials and
+// placement): the SDK's own client, with its timeouts and TLS settings, and
+// with control (nil: none) run on every socket before it connects. The
+// agent's control sets its socket mark, podrole-init's only exemption from
+// the metadata redirect: a connection dialled any other way would reach
+// the agent itself instead of the node. Only the SDK's client type gets the
+// IMDS client's fail-fast dial and header timeouts, hence this type.
+//
+// The node's metadata endpoint (and the metadata addresses) are never
+// proxied: the real IMDS refuses proxied token requests, and a proxy would
+// see the node's credentials. Other hosts (STS) follow the proxy
+// environment as the SDK does.
+func NewHTTPClient(control func(network, address string, c syscall.RawConn) error, nodeMetadataEndpoint string) *awshttp.BuildableClient {
+	direct := map[string]bool{contract.MetadataIPv4: true, contract.MetadataIPv6: true}
+	if u, err := url.Parse(nodeMetadataEndpoint); err == nil && u.Hostname() != "" {
+		direct[u.Hostname()] = true
+	}
+	return awshttp.NewBuildableClient().
+		WithDialerOptions(func(d *net.Dialer) { d.Control = control }).
+		WithTransportOptions(func(tr *http.Transport) {
+			tr.Proxy = func(r *http.Request) (*url.URL, error) {
+				if direct[r.URL.Hostname()] {
+					return nil, nil
+				}
+				return proxyFromEnvironment(r)
+			}
+		})
+}
+
+// proxyFromEnvironment is http.ProxyFromEnvironment; tests replace it (the
+// real one reads the environment once per process).
+var proxyFromEnvironment = http.ProxyFromEnvironment
 
 func (c Config) check() error {
 	if _, err := ParseRoleARN(c.RoleARN); err != nil {

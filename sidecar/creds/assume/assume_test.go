@@ -2,12 +2,19 @@ package assume
 
 import (
 	"context"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 
 	"github.com/podrole/podrole/sidecar/internal/fakeaws"
 )
@@ -223,5 +230,52 @@ func TestConfigRejected(t *testing.T) {
 	}
 	if RoleName(roleARN) != "app-role" {
 		t.Errorf("RoleName = %q", RoleName(roleARN))
+	}
+}
+
+// The agent's one client: every socket gets the control (the agent's mark),
+// also in the copy the SDK's IMDS client makes to shorten its timeouts, and
+// the node's metadata service is never reached through a proxy while STS
+// follows the proxy environment.
+func TestNewHTTPClient(t *testing.T) {
+	proxy, _ := url.Parse("http://proxy.example:3128")
+	saved := proxyFromEnvironment
+	proxyFromEnvironment = func(*http.Request) (*url.URL, error) { return proxy, nil }
+	t.Cleanup(func() { proxyFromEnvironment = saved })
+
+	called := 0
+	control := func(network, address string, c syscall.RawConn) error { called++; return nil }
+	client := NewHTTPClient(control, "http://10.1.2.3:8080")
+	for u, want := range map[string]*url.URL{
+		"http://10.1.2.3:8080/latest/api/token":          nil,
+		"http://169.254.169.254/latest/meta-data/":       nil,
+		"http://[fd00:ec2::254]/latest/meta-data/":       nil,
+		"https://sts.eu-west-1.amazonaws.com/":           proxy,
+		"http://10.1.2.4:8080/other-host-same-port-path": proxy,
+	} {
+		req, _ := http.NewRequest(http.MethodGet, u, nil)
+		got, err := client.GetTransport().Proxy(req)
+		if err != nil || got != want {
+			t.Errorf("proxy for %s = %v, %v; want %v", u, got, err, want)
+		}
+	}
+
+	proxyFromEnvironment = func(*http.Request) (*url.URL, error) { return nil, nil }
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer srv.Close()
+	// What feature/ec2/imds does to the client it is given.
+	imdsCopy := client.WithDialerOptions(func(d *net.Dialer) { d.Timeout = time.Second })
+	for _, c := range []*awshttp.BuildableClient{client, imdsCopy} {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL, nil)
+		req.Close = true
+		before := called
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if called != before+1 {
+			t.Fatalf("the control ran %d times for one connection", called-before)
+		}
 	}
 }

@@ -4,13 +4,20 @@
 // the test can tell a fast reject from a silent drop.
 //
 //	netnshelper serve -marker M -tcp 127.0.0.1:9181,[::1]:9181 -udp 169.254.169.254:5353
-//	netnshelper get http://169.254.169.254/latest/meta-data/
-//	netnshelper udp 169.254.169.254:5353
-//	netnshelper imds http://169.254.169.254
+//	netnshelper get [-mark 0x504f4452] http://169.254.169.254/latest/meta-data/
+//	netnshelper udp [-mark 0x504f4452] 169.254.169.254:5353
+//	netnshelper imds [-mark 0x504f4452] http://169.254.169.254
+//	netnshelper setmark 0x504f4452
+//	netnshelper open /proc/1234/environ
 //
 // With -node-creds, serve also answers like a node's IMDS (IMDSv2 token,
 // instance-profile credentials, placement), so the real agent can take its
 // base credentials from it. Secret keys and tokens are never printed.
+//
+// -mark puts a socket mark (SO_MARK) on the client's socket, as the agent
+// does; a process without CAP_NET_RAW or CAP_NET_ADMIN fails with
+// "mark-denied". setmark only tries to set one; open reports whether a
+// /proc file of another process can be opened (open-ok, open-denied).
 package main
 
 import (
@@ -24,6 +31,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -39,15 +47,35 @@ func main() {
 		os.Exit(2)
 	}
 	var err error
-	switch os.Args[1] {
+	switch cmd := os.Args[1]; cmd {
 	case "serve":
 		err = serve(os.Args[2:])
-	case "get":
-		err = get(os.Args[2])
-	case "udp":
-		err = udp(os.Args[2])
-	case "imds":
-		err = imdsCreds(os.Args[2])
+	case "get", "udp", "imds":
+		fs := flag.NewFlagSet(cmd, flag.ExitOnError)
+		mark := fs.Uint64("mark", 0, "socket mark to set on the client's socket (0: none)")
+		_ = fs.Parse(os.Args[2:])
+		dialer := &net.Dialer{Timeout: clientTimeout, Control: markControl(uint32(*mark))}
+		switch cmd {
+		case "get":
+			err = get(dialer, fs.Arg(0))
+		case "udp":
+			err = udp(dialer, fs.Arg(0))
+		case "imds":
+			err = imdsCreds(dialer, fs.Arg(0))
+		}
+	case "setmark":
+		var m uint64
+		if m, err = strconv.ParseUint(os.Args[2], 0, 32); err == nil {
+			err = setMarkOnce(uint32(m))
+		}
+		if err == nil {
+			fmt.Println("mark-set")
+		}
+	case "open":
+		err = open(os.Args[2])
+		if err == nil {
+			fmt.Println("open-ok")
+		}
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -61,7 +89,15 @@ func main() {
 // classify names how a connection failed, as the test asserts it.
 func classify(err error) string {
 	var ne net.Error
+	var me markError
 	switch {
+	case errors.As(err, &me):
+		if errors.Is(err, syscall.EPERM) {
+			return "mark-denied" // no CAP_NET_RAW / CAP_NET_ADMIN
+		}
+		return "error"
+	case errors.Is(err, os.ErrPermission) && strings.HasPrefix(os.Args[1], "open"):
+		return "open-denied"
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "refused"
 	case errors.Is(err, syscall.ECONNRESET):
@@ -161,14 +197,61 @@ func split(s string) []string {
 	return strings.Split(s, ",")
 }
 
-func get(url string) error {
+// markError is a failure to set the socket mark, told apart from a
+// netfilter reject (EPERM from send) by type.
+type markError struct{ err error }
+
+func (e markError) Error() string { return "set SO_MARK: " + e.err.Error() }
+func (e markError) Unwrap() error { return e.err }
+
+func setMark(fd int, mark uint32) error {
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_MARK, int(int32(mark))); err != nil {
+		return markError{err}
+	}
+	return nil
+}
+
+// markControl is a Dialer Control that sets mark (nil for 0).
+func markControl(mark uint32) func(string, string, syscall.RawConn) error {
+	if mark == 0 {
+		return nil
+	}
+	return func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		if err := c.Control(func(fd uintptr) { serr = setMark(int(fd), mark) }); err != nil {
+			return err
+		}
+		return serr
+	}
+}
+
+func setMarkOnce(mark uint32) error {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_DGRAM|syscall.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer syscall.Close(fd)
+	return setMark(fd, mark)
+}
+
+// open opens path, which is where /proc checks access to another process
+// (environ, mem, root, cwd, exe); nothing is read.
+func open(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+func get(dialer *net.Dialer, url string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), clientTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
-	resp, err := (&http.Client{Transport: &http.Transport{Proxy: nil}}).Do(req)
+	resp, err := (&http.Client{Transport: &http.Transport{Proxy: nil, DialContext: dialer.DialContext}}).Do(req)
 	if err != nil {
 		return err
 	}
@@ -186,10 +269,10 @@ func get(url string) error {
 
 // imdsCreds fetches the instance-profile credentials the IMDSv2 way, as an
 // SDK does, and prints the role name and AccessKeyId only.
-func imdsCreds(base string) error {
+func imdsCreds(dialer *net.Dialer, base string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), clientTimeout)
 	defer cancel()
-	client := &http.Client{Transport: &http.Transport{Proxy: nil}}
+	client := &http.Client{Transport: &http.Transport{Proxy: nil, DialContext: dialer.DialContext}}
 	call := func(method, path, token string) (string, error) {
 		req, err := http.NewRequestWithContext(ctx, method, base+path, nil)
 		if err != nil {
@@ -235,8 +318,8 @@ func imdsCreds(base string) error {
 	return nil
 }
 
-func udp(addr string) error {
-	c, err := net.Dial("udp", addr)
+func udp(dialer *net.Dialer, addr string) error {
+	c, err := dialer.Dial("udp", addr)
 	if err != nil {
 		return err
 	}
