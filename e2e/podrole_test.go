@@ -48,6 +48,10 @@ func TestPodrole(t *testing.T) {
 	t.Run("8b-sts-outage-serves-cache-and-recovers", e.scenarioSTSOutage)
 	t.Run("8c-webhook-cert-rotation", e.scenarioCertRotation)
 	t.Run("9-web-identity-verified-against-apiserver-jwks", e.scenarioWebIdentity)
+	// e2e/hostile_test.go: the hostile workload and the Kubernetes API routes.
+	t.Run("10-hostile-pods-contained", e.scenarioHostilePods)
+	t.Run("11-hostile-kubernetes-api-routes", e.scenarioHostileAPI)
+	t.Run("12-hostile-pods-contained-web-identity", e.scenarioHostilePodsWebIdentity)
 
 	e.uninstall(t)
 	t.Run("4-host-untouched-after-uninstall", func(t *testing.T) {
@@ -250,7 +254,6 @@ func (e *env) scenarioDenials(t *testing.T) {
 		{"hostNetwork", podSpec{name: "hostnet", ns: ns, role: "e2e-role-a", hostNetwork: true}, []string{"hostNetwork"}},
 		{"role not allowed in namespace", podSpec{name: "notallowed", ns: ns, role: "e2e-role-b"}, []string{"e2e-role-b", "not allowed"}},
 		{"malformed role", podSpec{name: "malformed", ns: ns, role: "arn:aws:iam::12:role/x y"}, []string{"malformed"}},
-		{"app runs as the agent's UID", podSpec{name: "sameuid", ns: ns, role: "e2e-role-a", runAsUser: sidecarUID}, []string{fmt.Sprint(sidecarUID)}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -271,6 +274,13 @@ func (e *env) scenarioDenials(t *testing.T) {
 	}
 	// The allowed role in the same namespace is admitted.
 	e.startPod(t, podSpec{name: "allowed", ns: ns, role: "e2e-role-a"})
+	// So is an app running as the agent's UID: the redirect exempts a socket
+	// mark, not a UID, so that UID gets the pod's role like any other
+	// (scenario 10 tries every route as it).
+	e.startPod(t, podSpec{name: "sameuid", ns: ns, role: "e2e-role-a", runAsUser: sidecarUID})
+	if r := e.creds(t, ns, "sameuid", "app"); !r.OK || r.Role != "e2e-role-a" || r.AccessKeyID == e.nodeAKID {
+		t.Errorf("an app running as UID %d: %+v, want the pod's role e2e-role-a", sidecarUID, r)
+	}
 }
 
 // Scenario 5: the app's very first IMDS call, made the instant its container

@@ -4,7 +4,11 @@
 # containerd's k8s.io namespace (pods use imagePullPolicy: Never):
 #   localhost/podrole-webhook:dev  static webhook + /etc/passwd with a nonroot user (as Dockerfile.webhook)
 #   localhost/podrole-sidecar:dev  the directory scripts/sidecar-rootfs.sh assembles (as Dockerfile.sidecar)
-#   localhost/podrole-e2e-app:dev  e2e/cmd/app, the workload the e2e suite runs
+#   localhost/podrole-e2e-app:dev  e2e/cmd/app, the workload the e2e suite runs, and
+#                                  e2e/cmd/hostile, the workload that tries every other route
+#   localhost/podrole-e2e-app:other       the same programs and one more file (kubectl set image)
+#   localhost/podrole-e2e-app:agent-uid   the same files with USER 47181:47181, the agent's
+#                                  default UID, which admission cannot see in a pod spec
 #   localhost/pause:dev            the sandbox image (also made by cluster-up)
 # Tarballs stay in $PODROLE_WORK/images; cluster-up re-imports them.
 set -euo pipefail
@@ -30,13 +34,19 @@ make -s build
 gob -o "$B/mkimage" ./e2e/tools/mkimage
 gob -o "$B/pause" ./e2e/cmd/pause
 gob -o "$B/app" ./e2e/cmd/app
+gob -o "$B/hostile" ./e2e/cmd/hostile
 MK=$B/mkimage
 
 log "== localhost/pause:dev"
 "$MK" -o "$IMAGES/pause.tar" -t localhost/pause:dev -entrypoint /pause -f "$B/pause:/pause"
 
-log "== localhost/podrole-e2e-app:dev"
-"$MK" -o "$IMAGES/app.tar" -t localhost/podrole-e2e-app:dev -entrypoint /app -f "$B/app:/app"
+log "== localhost/podrole-e2e-app:{dev,other,agent-uid}"
+app_files=(-entrypoint /app -f "$B/app:/app" -f "$B/hostile:/hostile")
+"$MK" -o "$IMAGES/app.tar" -t localhost/podrole-e2e-app:dev "${app_files[@]}"
+# :other differs by one file, so it is another image (another ID), not an alias.
+echo other >"$B/app-tag-other"
+"$MK" -o "$IMAGES/app-other.tar" -t localhost/podrole-e2e-app:other "${app_files[@]}" -f "$B/app-tag-other:/etc/podrole-e2e-tag"
+"$MK" -o "$IMAGES/app-agent-uid.tar" -t localhost/podrole-e2e-app:agent-uid -user 47181:47181 "${app_files[@]}"
 
 log "== localhost/podrole-webhook:dev"
 wep=$(entrypoint Dockerfile.webhook /podrole-webhook)
@@ -58,7 +68,7 @@ suser=$(dockerfile_user Dockerfile.sidecar)
 
 if ctr --address "$CONTAINERD_SOCK" version >/dev/null 2>&1; then
   log "== importing into containerd (k8s.io)"
-  for t in pause app webhook sidecar; do
+  for t in pause app app-other app-agent-uid webhook sidecar; do
     timeout 120 ctr -n k8s.io images import --all-platforms "$IMAGES/$t.tar" >/dev/null
   done
   ctr -n k8s.io images list -q | grep '^localhost/' | sed 's/^/  /'

@@ -4,7 +4,7 @@
 # scheduler, kubelet — plus the AWS stand-ins (node IMDS mock and STS double)
 # on the pod network's gateway. Idempotent: a previous run, even half dead, is
 # torn down first. State lives in $PODROLE_WORK; the kubeconfig path is
-# printed at the end. Facts and pitfalls: /work/shared/local-cluster.md.
+# printed at the end. Facts and pitfalls: docs/local-cluster.md.
 #
 # Networking, kept minimal (no kube-proxy, no DNS):
 #  - pods → apiserver: the apiserver listens on all addresses and the node IP is
@@ -112,6 +112,16 @@ table inet $NFT_TABLE {
   }
 }
 NFT
+
+# /run/netns a mount point before containerd mounts pod namespaces in it:
+# `ip netns add`, run by anything on this machine while pods run (the
+# sidecar's netns tests do), bind-mounts /run/netns onto itself when it is not
+# one yet, which hides the namespaces mounted underneath; their pods can then
+# never be torn down ("remove netns: unlinkat ...: device or resource busy").
+# When it already is one, ip only marks it shared. down.sh unmounts it.
+mkdir -p /run/netns
+mountpoint -q /run/netns || mount --bind /run/netns /run/netns
+mount --make-shared /run/netns
 
 # ---------------------------------------------------------------- containerd
 log "== containerd"
