@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -32,15 +33,20 @@ const (
 // SelfSigned keeps a CA and a serving certificate in a Secret that every
 // replica shares (create-or-get, so concurrent replicas agree), renews them
 // before they expire, serves the certificate from Store and writes the CA
-// bundle into the MutatingWebhookConfiguration.
+// bundle into the MutatingWebhookConfiguration and the
+// ValidatingWebhookConfiguration the same server answers for.
 type SelfSigned struct {
 	Client            kubernetes.Interface
 	SecretNamespace   string
 	SecretName        string
-	WebhookConfigName string // empty: do not touch a webhook configuration
-	DNSNames          []string
-	Store             *Store
-	Logger            *slog.Logger
+	WebhookConfigName string // MutatingWebhookConfiguration; empty: none
+	// ValidatingWebhookConfigName is the ValidatingWebhookConfiguration
+	// whose caBundle is kept like the mutating one's; empty: none. Both are
+	// published before any replica serves a certificate of a new CA.
+	ValidatingWebhookConfigName string
+	DNSNames                    []string
+	Store                       *Store
+	Logger                      *slog.Logger
 	// CAValidity and CertValidity default to 10 years and 1 year; each is
 	// renewed when less than a third of its life is left.
 	CAValidity   time.Duration
@@ -79,8 +85,8 @@ func (s *SelfSigned) Ready() error {
 	if err := s.Store.Ready(); err != nil {
 		return err
 	}
-	if s.WebhookConfigName != "" && !s.bundleSynced.Load() {
-		return fmt.Errorf("caBundle of mutatingwebhookconfiguration %q not written yet", s.WebhookConfigName)
+	if s.managesConfigs() && !s.bundleSynced.Load() {
+		return fmt.Errorf("caBundle of the webhook configurations (mutating %q, validating %q) not written yet", s.WebhookConfigName, s.ValidatingWebhookConfigName)
 	}
 	return nil
 }
@@ -255,7 +261,7 @@ func (s *SelfSigned) Sync(ctx context.Context) error {
 // publish adds bundle's CAs to the webhook configuration's caBundle and waits
 // BundleSettle when that added a CA. No-op without a webhook configuration.
 func (s *SelfSigned) publish(ctx context.Context, bundle []byte) error {
-	if s.WebhookConfigName == "" {
+	if !s.managesConfigs() {
 		return nil
 	}
 	added, err := s.publishBundle(ctx, bundle)
@@ -447,34 +453,77 @@ func (s *SelfSigned) withdraw(ctx context.Context, ca *x509.Certificate) error {
 	})
 }
 
-// editBundles rewrites each webhook's caBundle with edit, retrying on
-// conflicts with other replicas doing the same.
+func (s *SelfSigned) managesConfigs() bool {
+	return s.WebhookConfigName != "" || s.ValidatingWebhookConfigName != ""
+}
+
+// editBundles rewrites each webhook's caBundle with edit in the mutating
+// and the validating configuration, retrying on conflicts with other
+// replicas doing the same.
 func (s *SelfSigned) editBundles(ctx context.Context, edit func([]byte) []byte) error {
-	api := s.Client.AdmissionregistrationV1().MutatingWebhookConfigurations()
-	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
-		mwc, err := api.Get(ctx, s.WebhookConfigName, metav1.GetOptions{})
+	api := s.Client.AdmissionregistrationV1()
+	if s.WebhookConfigName != "" {
+		mwcs := api.MutatingWebhookConfigurations()
+		err := editConfig(ctx, s.Logger, "mutatingwebhookconfiguration", s.WebhookConfigName, mwcs.Get, mwcs.Update,
+			func(c *admissionregistrationv1.MutatingWebhookConfiguration) []*[]byte {
+				out := make([]*[]byte, len(c.Webhooks))
+				for i := range c.Webhooks {
+					out[i] = &c.Webhooks[i].ClientConfig.CABundle
+				}
+				return out
+			}, edit)
 		if err != nil {
-			return fmt.Errorf("get mutatingwebhookconfiguration %q to set its caBundle: %w", s.WebhookConfigName, err)
+			return err
 		}
+	}
+	if s.ValidatingWebhookConfigName != "" {
+		vwcs := api.ValidatingWebhookConfigurations()
+		return editConfig(ctx, s.Logger, "validatingwebhookconfiguration", s.ValidatingWebhookConfigName, vwcs.Get, vwcs.Update,
+			func(c *admissionregistrationv1.ValidatingWebhookConfiguration) []*[]byte {
+				out := make([]*[]byte, len(c.Webhooks))
+				for i := range c.Webhooks {
+					out[i] = &c.Webhooks[i].ClientConfig.CABundle
+				}
+				return out
+			}, edit)
+	}
+	return nil
+}
+
+// editConfig applies edit to every caBundle (bundles) of the webhook
+// configuration kind/name, read with get and written with update.
+func editConfig[T any](ctx context.Context, log *slog.Logger, kind, name string,
+	get func(context.Context, string, metav1.GetOptions) (T, error),
+	update func(context.Context, T, metav1.UpdateOptions) (T, error),
+	bundles func(T) []*[]byte, edit func([]byte) []byte) error {
+	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
+		c, err := get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return fmt.Errorf("get %s %q to set its caBundle: %w", kind, name, err)
+		}
+		bs := bundles(c)
 		changed := false
-		for i := range mwc.Webhooks {
-			next := edit(mwc.Webhooks[i].ClientConfig.CABundle)
-			if !bytes.Equal(mwc.Webhooks[i].ClientConfig.CABundle, next) {
-				mwc.Webhooks[i].ClientConfig.CABundle = next
+		for _, b := range bs {
+			if next := edit(*b); !bytes.Equal(*b, next) {
+				*b = next
 				changed = true
 			}
 		}
 		if !changed {
 			return nil
 		}
-		if _, err := api.Update(ctx, mwc, metav1.UpdateOptions{}); err != nil {
+		if _, err := update(ctx, c, metav1.UpdateOptions{}); err != nil {
 			return err
 		}
-		s.Logger.Info("caBundle updated", "mutatingwebhookconfiguration", s.WebhookConfigName, "cas", len(parseBundle(mwc.Webhooks[0].ClientConfig.CABundle)))
+		cas := 0
+		if len(bs) > 0 {
+			cas = len(parseBundle(*bs[0]))
+		}
+		log.Info("caBundle updated", kind, name, "cas", cas)
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("update caBundle of mutatingwebhookconfiguration %q: %w", s.WebhookConfigName, err)
+		return fmt.Errorf("update caBundle of %s %q: %w", kind, name, err)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -218,5 +219,47 @@ func countCerts(bundle []byte) int {
 		if b, rest = pem.Decode(rest); b == nil {
 			return n
 		}
+	}
+}
+
+// TestSelfSignedPublishesBothConfigurations: the one server answers the
+// MutatingWebhookConfiguration and the ValidatingWebhookConfiguration, so
+// both get the same bundle before its certificate is served; a missing
+// validating configuration is an error that names it, not a silent skip
+// (the API server would fail every validated request against it).
+func TestSelfSignedPublishesBothConfigurations(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	client := fake.NewClientset(
+		&admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: testMWC},
+			Webhooks: []admissionregistrationv1.MutatingWebhook{{Name: "pods.podrole.io"}}},
+		&admissionregistrationv1.ValidatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: testMWC},
+			Webhooks: []admissionregistrationv1.ValidatingWebhook{{Name: "validate.pods.podrole.io"}}},
+	)
+	r := newReplica(client, nil)
+	r.ValidatingWebhookConfigName = testMWC
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Ready(); err != nil {
+		t.Fatal(err)
+	}
+	verifies(t, client, r, time.Now())
+	mwc, err := client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, testMWC, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vwc, err := client.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, testMWC, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := vwc.Webhooks[0].ClientConfig.CABundle, mwc.Webhooks[0].ClientConfig.CABundle; countCerts(got) != 1 || string(got) != string(want) {
+		t.Fatalf("validating caBundle (%d CAs) differs from the mutating one (%d CAs)", countCerts(got), countCerts(want))
+	}
+
+	missing := newReplica(newFakeCluster(), nil)
+	missing.ValidatingWebhookConfigName = testMWC
+	if err := missing.Sync(ctx); err == nil || !strings.Contains(err.Error(), `validatingwebhookconfiguration "podrole-webhook"`) {
+		t.Fatalf("sync without the validatingwebhookconfiguration: %v", err)
 	}
 }

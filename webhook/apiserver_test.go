@@ -26,6 +26,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -98,6 +99,14 @@ func testPod(name string, annotations, labels map[string]string, mod func(*corev
 		mod(p)
 	}
 	return p
+}
+
+func capNames(cs []corev1.Capability) []string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, string(c))
+	}
+	return out
 }
 
 func names(cs []corev1.Container) []string {
@@ -184,6 +193,10 @@ func TestAgainstAPIServer(t *testing.T) {
 	if _, err := mwcs.Create(ctx, webhookConfig(t, "https://"+addr+"/mutate", ca1.CertPEM), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	vwcs := c.AdmissionregistrationV1().ValidatingWebhookConfigurations()
+	if _, err := vwcs.Create(ctx, validatingConfig(t, "https://"+addr+"/validate", ca1.CertPEM), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	// The API server picks webhook configurations up asynchronously: dry-run
 	// creates (sideEffects None allows them) until one comes back injected.
 	waitInjected := func(what string) {
@@ -201,6 +214,20 @@ func TestAgainstAPIServer(t *testing.T) {
 		}
 	}
 	waitInjected("initial configuration")
+	// And until the validating configuration is in use: a pod labelled out
+	// of the mutating webhook that carries podrole's status is refused.
+	for {
+		_, err := c.CoreV1().Pods("team-a").Create(ctx, testPod("vprobe", map[string]string{contract.AnnotationStatus: contract.StatusInjected},
+			map[string]string{contract.LabelInject: contract.InjectDisabled}, nil), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		if err != nil && strings.Contains(err.Error(), `admission webhook "validate.pods.podrole.io" denied the request`) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("validating webhook never took effect: %v", err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 
 	t.Run("stored pods", func(t *testing.T) {
 		role := map[string]string{contract.AnnotationRole: "app", contract.AnnotationSessionName: "app-session"}
@@ -214,8 +241,16 @@ func TestAgainstAPIServer(t *testing.T) {
 		agent := p.Spec.InitContainers[1]
 		serve := contract.DefaultServeConfig()
 		serve.RoleARN, serve.Region, serve.SessionName = testBase+"app", "eu-west-1", "app-session"
+		serve.AgentMark, serve.IgnoreEnv = contract.DefaultAgentMark, true
+		serve.PodName, serve.PodNamespace = "$(PODROLE_POD_NAME)", "$(PODROLE_POD_NAMESPACE)"
 		if got, want := strings.Join(agent.Args, " "), strings.Join(serve.Args(), " "); got != want {
 			t.Errorf("agent args %q, want %q", got, want)
+		}
+		if sc := agent.SecurityContext; sc == nil || *sc.RunAsUser != 0 || strings.Join(capNames(sc.Capabilities.Add), ",") != "NET_RAW" {
+			t.Errorf("agent security context %+v, want root with NET_RAW only", sc)
+		}
+		if sc := p.Spec.Containers[0].SecurityContext; sc == nil || sc.Capabilities == nil || strings.Join(capNames(sc.Capabilities.Drop), ",") != "NET_RAW" {
+			t.Errorf("app container security context %+v, want NET_RAW dropped", sc)
 		}
 		if agent.RestartPolicy == nil || *agent.RestartPolicy != corev1.ContainerRestartPolicyAlways {
 			t.Error("agent is not a native sidecar")
@@ -223,7 +258,7 @@ func TestAgainstAPIServer(t *testing.T) {
 		if agent.StartupProbe == nil || agent.StartupProbe.HTTPGet.Path != contract.PathStarted || agent.StartupProbe.HTTPGet.Port.IntValue() != contract.DefaultHealthPort {
 			t.Errorf("startup probe %+v", agent.StartupProbe)
 		}
-		if got := strings.Join(p.Spec.InitContainers[0].Args, " "); got != "init" {
+		if got := strings.Join(p.Spec.InitContainers[0].Args, " "); got != "init --agent-mark=0x504f4452 --ignore-env" {
 			t.Errorf("init args %q", got)
 		}
 		if p.Annotations[contract.AnnotationStatus] != contract.StatusInjected || p.Annotations[contract.AnnotationRoleARN] != testBase+"app" {
@@ -257,7 +292,7 @@ func TestAgainstAPIServer(t *testing.T) {
 		if got := names(p.Spec.InitContainers); strings.Join(got, ",") != "podrole-init,migrate" {
 			t.Fatalf("block-only pod init containers %v", got)
 		}
-		if got := strings.Join(p.Spec.InitContainers[0].Args, " "); got != "init --block" {
+		if got := strings.Join(p.Spec.InitContainers[0].Args, " "); got != "init --block --ignore-env" {
 			t.Errorf("block args %q", got)
 		}
 		if p.Annotations[contract.AnnotationStatus] != "blocked" {
@@ -372,11 +407,28 @@ func TestAgainstAPIServer(t *testing.T) {
 		if err == nil || !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), want) {
 			t.Fatalf("NET_ADMIN ephemeral container:\n got %v\nwant %s...", err, want)
 		}
-		_, err = addDebug("as-agent", &corev1.SecurityContext{RunAsUser: new(int64(contract.DefaultSidecarUID))})
-		if err == nil || !strings.Contains(err.Error(), `ephemeral container "as-agent" of pod "debug-target" runs as UID 47181`) {
-			t.Fatalf("ephemeral container as the agent's UID: %v", err)
+		// Route 7: a debug container targeting podrole-agent would share its
+		// processes (and trace them with the general profile's SYS_PTRACE).
+		cur, err := pods.Get(ctx, "debug-target", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur.Spec.EphemeralContainers = append(cur.Spec.EphemeralContainers, corev1.EphemeralContainer{
+			EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "at-agent", Image: "registry.example/busybox:1",
+				TerminationMessagePolicy: corev1.TerminationMessageReadFile, ImagePullPolicy: corev1.PullIfNotPresent,
+				SecurityContext: &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"SYS_PTRACE"}}}},
+			TargetContainerName: contract.AgentContainerName,
+		})
+		_, err = pods.UpdateEphemeralContainers(ctx, "debug-target", cur, metav1.UpdateOptions{})
+		if err == nil || !strings.Contains(err.Error(), `ephemeral container "at-agent" of pod "debug-target" targets podrole-agent`) {
+			t.Fatalf("ephemeral container targeting the agent: %v", err)
 		}
 
+		// The agent's former UID grants nothing now; like every debug
+		// container it loses NET_RAW (the mutating webhook's patch).
+		if _, err := addDebug("as-agent", &corev1.SecurityContext{RunAsUser: new(int64(contract.DefaultSidecarUID))}); err != nil {
+			t.Fatalf("ephemeral container as 47181: %v", err)
+		}
 		stored, err := addDebug("harmless", &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"SYS_PTRACE"}}})
 		if err != nil {
 			t.Fatalf("harmless ephemeral container: %v", err)
@@ -384,9 +436,12 @@ func TestAgainstAPIServer(t *testing.T) {
 		var got []string
 		for _, e := range stored.Spec.EphemeralContainers {
 			got = append(got, e.Name)
+			if sc := e.SecurityContext; sc == nil || sc.Capabilities == nil || !slices.Contains(capNames(sc.Capabilities.Drop), "NET_RAW") {
+				t.Errorf("stored ephemeral container %q keeps NET_RAW: %+v", e.Name, sc)
+			}
 		}
-		if strings.Join(got, ",") != "harmless" {
-			t.Fatalf("stored ephemeral containers %v, want [harmless]", got)
+		if strings.Join(got, ",") != "as-agent,harmless" {
+			t.Fatalf("stored ephemeral containers %v, want [as-agent harmless]", got)
 		}
 
 		// What a user sees from kubectl debug itself (a PATCH of the
@@ -410,12 +465,21 @@ func TestAgainstAPIServer(t *testing.T) {
 		if out, err := debug("general", "kubectl-general"); err != nil {
 			t.Fatalf("kubectl debug --profile=general: %v\n%s", err, out)
 		}
+		// What a user sees from kubectl debug --target=podrole-agent.
+		cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
+		out, err := exec.CommandContext(cctx, kubectl, "--kubeconfig="+cluster.Kubeconfig, "-n", "team-a", "debug", "debug-target",
+			"--image=registry.example/busybox:1", "--profile=general", "--container=kubectl-at-agent", "--target="+contract.AgentContainerName).CombinedOutput()
+		ccancel()
+		if err == nil || !strings.Contains(string(out), `denied the request: podrole: ephemeral container "kubectl-at-agent" of pod "debug-target" targets podrole-agent`) {
+			t.Fatalf("kubectl debug --target=podrole-agent: %v\n%s", err, out)
+		}
+		t.Logf("kubectl debug --target=podrole-agent shows: %s", strings.TrimSpace(string(out)))
 
 		// A pod podrole did not inject is not judged.
 		if _, err := c.CoreV1().Pods("team-a").Create(ctx, testPod("opted-out-debug", nil, map[string]string{contract.LabelInject: contract.InjectDisabled}, nil), metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
+		cctx, ccancel = context.WithTimeout(ctx, 30*time.Second)
 		defer ccancel()
 		if out, err := exec.CommandContext(cctx, kubectl, "--kubeconfig="+cluster.Kubeconfig, "-n", "team-a", "debug", "opted-out-debug",
 			"--image=registry.example/busybox:1", "--profile=netadmin", "--container=dbg").CombinedOutput(); err != nil {
@@ -477,6 +541,11 @@ func TestAgainstAPIServer(t *testing.T) {
 		if got := strings.Join(names(p.Spec.InitContainers), ",") + " | " + strings.Join(names(p.Spec.Containers), ","); got != "podrole-init,podrole-agent,migrate | app,log-shipper" {
 			t.Fatalf("stored containers %s", got)
 		}
+		// The re-invoked podrole took NET_RAW from the container the later
+		// webhook added (and the validating webhook checked it).
+		if sc := p.Spec.Containers[1].SecurityContext; sc == nil || sc.Capabilities == nil || !slices.Contains(capNames(sc.Capabilities.Drop), "NET_RAW") {
+			t.Errorf("log-shipper keeps NET_RAW: %+v", sc)
+		}
 		if p.Annotations[contract.AnnotationStatus] != contract.StatusInjected {
 			t.Fatalf("annotations %v", p.Annotations)
 		}
@@ -488,6 +557,132 @@ func TestAgainstAPIServer(t *testing.T) {
 		}
 		if n := later.calls.Load(); n < 3 {
 			t.Errorf("later webhook called %d times; the test did not exercise it", n)
+		}
+	})
+
+	// What a pod's author can do to a running injected pod, through the
+	// API server, each refused with the message they see: exec into the
+	// agent (route 3), set image on it (route 4), a forged copy (route 5),
+	// relabelling it out of the mutating webhook; and what in-tree plugins
+	// add after podrole's patch (LimitRanger's defaults, the ServiceAccount
+	// plugin's token mount) is admitted.
+	t.Run("attacks on a running pod", func(t *testing.T) {
+		pods := c.CoreV1().Pods("team-a")
+		p, err := pods.Create(ctx, testPod("victim", map[string]string{contract.AnnotationRole: "app"}, nil, nil), metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+
+		// exec and attach: the API server sends the CONNECT to admission
+		// before it looks for a kubelet (there is none here: an allowed exec
+		// fails later, finding no node).
+		connect := func(sub, container string) error {
+			req := c.CoreV1().RESTClient().Post().Namespace("team-a").Resource("pods").Name("victim").SubResource(sub).
+				Param("container", container).Param("stdout", "true")
+			if sub == "exec" {
+				req = req.Param("command", "id")
+			}
+			return req.Do(ctx).Error()
+		}
+		err = connect("exec", contract.AgentContainerName)
+		want := `admission webhook "validate.pods.podrole.io" denied the request: podrole: kubectl exec into container "podrole-agent" of pod "victim" is refused: it holds the pod's credentials and, with --source=node, the capability that reaches the node's instance metadata service (the node role); exec into the app's container instead (kubectl exec victim -c <app container>)`
+		if err == nil || !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("exec into podrole-agent:\n got %v\nwant %s", err, want)
+		}
+		if err := connect("attach", contract.InitContainerName); err == nil || !strings.Contains(err.Error(), `kubectl attach into container "podrole-init" of pod "victim" is refused`) {
+			t.Fatalf("attach to podrole-init: %v", err)
+		}
+		if err := connect("exec", "app"); err == nil || strings.Contains(err.Error(), "podrole") {
+			t.Fatalf("exec into the app must pass admission and fail only for want of a node: %v", err)
+		}
+		cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
+		out, err := exec.CommandContext(cctx, kubectl, "--kubeconfig="+cluster.Kubeconfig, "-n", "team-a", "exec", "victim", "-c", contract.AgentContainerName, "--", "id").CombinedOutput()
+		ccancel()
+		if err == nil || !strings.Contains(string(out), `kubectl exec into container "podrole-agent" of pod "victim" is refused`) {
+			t.Fatalf("kubectl exec -c podrole-agent: %v\n%s", err, out)
+		}
+		t.Logf("kubectl exec -c podrole-agent shows: %s", strings.TrimSpace(string(out)))
+
+		// kubectl set image pod/victim podrole-agent=...
+		cctx, ccancel = context.WithTimeout(ctx, 30*time.Second)
+		out, err = exec.CommandContext(cctx, kubectl, "--kubeconfig="+cluster.Kubeconfig, "-n", "team-a", "set", "image", "pod/victim", contract.AgentContainerName+"=registry.example/evil:1").CombinedOutput()
+		ccancel()
+		if err == nil || !strings.Contains(string(out), `denied the request: podrole: pod "victim": init container "podrole-agent" cannot be changed (kubectl set image and edits included)`) {
+			t.Fatalf("kubectl set image on podrole-agent: %v\n%s", err, out)
+		}
+		t.Logf("kubectl set image pod/victim podrole-agent=... shows: %s", strings.TrimSpace(string(out)))
+		cur, err := pods.Get(ctx, "victim", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur.Spec.Containers[0].Image = "registry.example/app:2"
+		if _, err := pods.Update(ctx, cur, metav1.UpdateOptions{}); err != nil {
+			t.Fatalf("set image on the app container: %v", err)
+		}
+		cur, err = pods.Get(ctx, "victim", metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cur.Labels = map[string]string{contract.LabelInject: contract.InjectDisabled}
+		if _, err := pods.Update(ctx, cur, metav1.UpdateOptions{}); err == nil || !strings.Contains(err.Error(), "the label podrole.io/inject=disabled cannot be added") {
+			t.Fatalf("relabelling an injected pod out of podrole: %v", err)
+		}
+		cur.Labels = nil
+		delete(cur.Annotations, contract.AnnotationStatus)
+		if _, err := pods.Update(ctx, cur, metav1.UpdateOptions{}); err == nil || !strings.Contains(err.Error(), "the podrole.io/status annotation cannot be removed") {
+			t.Fatalf("removing podrole.io/status: %v", err)
+		}
+
+		// Route 5: a copy keeping podrole.io/status whose podrole-init reads
+		// its flags from a ConfigMap (PODROLE_DRY_RUN=true would install
+		// nothing) is refused by the mutating webhook; the same copy labelled
+		// out of the mutating webhook is refused by the validating one.
+		copyOf := func(name string) *corev1.Pod {
+			cp := p.DeepCopy()
+			cp.ObjectMeta = metav1.ObjectMeta{Name: name, Annotations: p.Annotations}
+			cp.Status = corev1.PodStatus{}
+			cp.Spec.InitContainers[0].EnvFrom = []corev1.EnvFromSource{{Prefix: "PODROLE_", ConfigMapRef: &corev1.ConfigMapEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: "evil"}}}}
+			return cp
+		}
+		_, err = pods.Create(ctx, copyOf("forged-envfrom"), metav1.CreateOptions{})
+		want = `admission webhook "pods.podrole.io" denied the request: podrole: pod "forged-envfrom" carries podrole.io/status=injected but its podrole-init container's envFrom differs from the one podrole injects`
+		if err == nil || !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("forged copy:\n got %v\nwant %s...", err, want)
+		}
+		optedOut := copyOf("forged-opted-out")
+		optedOut.Labels = map[string]string{contract.LabelInject: contract.InjectDisabled}
+		_, err = pods.Create(ctx, optedOut, metav1.CreateOptions{})
+		want = `admission webhook "validate.pods.podrole.io" denied the request: podrole: pod "forged-opted-out" is labelled podrole.io/inject=disabled but carries podrole's podrole.io/status annotation`
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("forged copy labelled out of the mutating webhook:\n got %v\nwant %s...", err, want)
+		}
+
+		// In-tree admission plugins change podrole's containers after its
+		// patch (they run again when a webhook changed the pod): a
+		// LimitRange's default CPU limit, the ServiceAccount plugin's API
+		// token mount. Such pods are admitted, and so is their re-creation.
+		cluster.Namespace(ctx, t, "limited", map[string]string{contract.LabelInject: contract.InjectEnabled}, nil)
+		if _, err := c.CoreV1().LimitRanges("limited").Create(ctx, &corev1.LimitRange{ObjectMeta: metav1.ObjectMeta{Name: "defaults"},
+			Spec: corev1.LimitRangeSpec{Limits: []corev1.LimitRangeItem{{Type: corev1.LimitTypeContainer,
+				Default: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("500m")}}}}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		withToken := testPod("with-token", map[string]string{contract.AnnotationRole: "app"}, nil, func(p *corev1.Pod) { p.Spec.AutomountServiceAccountToken = nil })
+		lp, err := c.CoreV1().Pods("limited").Create(ctx, withToken, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("injected pod in a namespace with a LimitRange and a service-account token: %v", err)
+		}
+		agent := lp.Spec.InitContainers[1]
+		// If these fail, the API server no longer re-runs its plugins after
+		// a webhook's patch and the tolerance is untested, not wrong.
+		if q := agent.Resources.Limits[corev1.ResourceCPU]; q.String() != "500m" || len(agent.VolumeMounts) != 1 {
+			t.Errorf("LimitRanger and the ServiceAccount plugin did not change podrole-agent (cpu limit %q, mounts %v): this test no longer covers their changes", q.String(), agent.VolumeMounts)
+		}
+		again := lp.DeepCopy()
+		again.ObjectMeta = metav1.ObjectMeta{Name: "with-token-again", Annotations: lp.Annotations}
+		again.Status = corev1.PodStatus{}
+		if _, err := c.CoreV1().Pods("limited").Create(ctx, again, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("re-creating it: %v", err)
 		}
 	})
 
@@ -554,6 +749,14 @@ func TestAgainstAPIServer(t *testing.T) {
 			}
 			mwc.Webhooks[0].ClientConfig.CABundle = bundle
 			if _, err := mwcs.Update(ctx, mwc, metav1.UpdateOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			vwc, err := vwcs.Get(ctx, "podrole-webhook", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			vwc.Webhooks[0].ClientConfig.CABundle = bundle
+			if _, err := vwcs.Update(ctx, vwc, metav1.UpdateOptions{}); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -104,7 +104,8 @@ func TestCertManagerOverlayServerDryRun(t *testing.T) {
 		t.Fatalf("kubectl apply --dry-run=server -k manifests/overlays/cert-manager: %v\n%s", err, out)
 	}
 	for _, want := range []string{"certificate.cert-manager.io/podrole-webhook-serving", "certificate.cert-manager.io/podrole-webhook-ca",
-		"issuer.cert-manager.io/podrole-ca", "issuer.cert-manager.io/podrole-selfsigned", "mutatingwebhookconfiguration.admissionregistration.k8s.io/podrole-webhook"} {
+		"issuer.cert-manager.io/podrole-ca", "issuer.cert-manager.io/podrole-selfsigned", "mutatingwebhookconfiguration.admissionregistration.k8s.io/podrole-webhook",
+		"validatingwebhookconfiguration.admissionregistration.k8s.io/podrole-webhook"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("dry run did not report %s:\n%s", want, out)
 		}
@@ -151,9 +152,10 @@ func kubeletProjection(dir string, data map[string][]byte, gen int) error {
 // (renews the serving certificate with a new key by updating the Secret's
 // tls.crt/tls.key/ca.crt), the kubelet (projects the Secret into --cert-dir
 // through the atomic writer's ..data symlink swap) and the CA injector
-// (copies ca.crt into the caBundle). Pod creations flow through the API
-// server the whole time; none may fail, and the webhook must serve the new
-// certificate without a restart.
+// (copies ca.crt into the caBundle of both webhook configurations). Pod
+// creations flow through the API server, and so through /mutate and
+// /validate, the whole time; none may fail, and the webhook must serve the
+// new certificate without a restart.
 func TestCertManagerRotationAgainstAPIServer(t *testing.T) {
 	cluster := kubetest.Start(t, kubetest.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -183,6 +185,7 @@ func TestCertManagerRotationAgainstAPIServer(t *testing.T) {
 	port, probePort := kubetest.FreePort(t), kubetest.FreePort(t)
 	addr := "127.0.0.1:" + strconv.Itoa(port)
 	mwcs := c.AdmissionregistrationV1().MutatingWebhookConfigurations()
+	vwcs := c.AdmissionregistrationV1().ValidatingWebhookConfigurations()
 	follow := func(gen int, lastRV string) (string, error) {
 		sec, err := secrets.Get(ctx, "podrole-webhook-tls", metav1.GetOptions{})
 		if err != nil || sec.ResourceVersion == lastRV {
@@ -200,6 +203,18 @@ func TestCertManagerRotationAgainstAPIServer(t *testing.T) {
 				mwc.Webhooks[i].ClientConfig.CABundle = sec.Data[certs.CAFile]
 			}
 			if _, err := mwcs.Update(ctx, mwc, metav1.UpdateOptions{}); err != nil {
+				return lastRV, err
+			}
+		}
+		vwc, err := vwcs.Get(ctx, "podrole-webhook", metav1.GetOptions{})
+		if err != nil {
+			return sec.ResourceVersion, nil
+		}
+		if !bytes.Equal(vwc.Webhooks[0].ClientConfig.CABundle, sec.Data[certs.CAFile]) {
+			for i := range vwc.Webhooks {
+				vwc.Webhooks[i].ClientConfig.CABundle = sec.Data[certs.CAFile]
+			}
+			if _, err := vwcs.Update(ctx, vwc, metav1.UpdateOptions{}); err != nil {
 				return lastRV, err
 			}
 		}
@@ -236,6 +251,9 @@ func TestCertManagerRotationAgainstAPIServer(t *testing.T) {
 		"--cert-dir="+certDir, "--cert-reload-interval=100ms", "--kubeconfig="+cluster.Kubeconfig,
 		"--sidecar-image="+testImage, "--base-role-arn="+testBase, "--region=eu-west-1")
 	if _, err := mwcs.Create(ctx, baseWebhookConfig(t, "https://"+addr+"/mutate", ca.CertPEM), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := vwcs.Create(ctx, validatingConfig(t, "https://"+addr+"/validate", ca.CertPEM), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 

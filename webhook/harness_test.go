@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
 
 	"github.com/podrole/podrole/internal/kubetest"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"sigs.k8s.io/yaml"
 )
 
 // runWebhook runs the webhook in-process with args (plus --probe-listen on
@@ -36,4 +40,23 @@ func runWebhook(ctx context.Context, t *testing.T, probePort int, args ...string
 		t.Fatalf("webhook not ready: %v", err)
 	}
 	return logs
+}
+
+// validatingConfig is manifests/base's ValidatingWebhookConfiguration (so
+// its rules and selectors are what is tested), with a URL client config for
+// the in-process webhook (url ends in /validate) and caBundle.
+func validatingConfig(t *testing.T, url string, caBundle []byte) *admissionregistrationv1.ValidatingWebhookConfiguration {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("..", "manifests", "base", "validatingwebhookconfiguration.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vwc admissionregistrationv1.ValidatingWebhookConfiguration
+	if err := yaml.UnmarshalStrict(raw, &vwc); err != nil || len(vwc.Webhooks) == 0 {
+		t.Fatalf("manifests/base/validatingwebhookconfiguration.yaml: %v (%d webhooks)", err, len(vwc.Webhooks))
+	}
+	for i := range vwc.Webhooks {
+		vwc.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: &url, CABundle: caBundle}
+	}
+	return &vwc
 }

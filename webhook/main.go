@@ -1,5 +1,6 @@
-// Command podrole-webhook is the mutating admission webhook that gives pods
-// in labelled namespaces podrole's init step and agent. See README.md.
+// Command podrole-webhook is the admission webhook that gives pods in
+// labelled namespaces podrole's init step and agent (/mutate) and refuses
+// what would undo them (/validate). See README.md.
 package main
 
 import (
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/podrole/podrole/certs"
+	"github.com/podrole/podrole/contract"
 	"github.com/podrole/podrole/envflag"
 	"github.com/podrole/podrole/webhook/mutate"
 	"github.com/podrole/podrole/webhook/nsinfo"
@@ -69,14 +71,14 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 		fs.PrintDefaults()
 	}
 	c := &o.inject
-	fs.StringVar(&o.listen, "listen", ":9443", "host:port of the HTTPS admission server (/mutate, /healthz, /readyz, /metrics)")
+	fs.StringVar(&o.listen, "listen", ":9443", "host:port of the HTTPS admission server (/mutate, /validate, /healthz, /readyz, /metrics)")
 	fs.StringVar(&o.probeListen, "probe-listen", ":8080", "host:port of plain-HTTP /healthz, /readyz and /metrics for kubelet probes and scraping; empty: off")
 	fs.StringVar(&o.certDir, "cert-dir", "", "directory holding tls.crt and tls.key (reloaded when they change); required unless --self-signed")
 	fs.DurationVar(&o.certReload, "cert-reload-interval", 2*time.Second, "how often --cert-dir is checked for a rotated certificate")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file; empty: in-cluster service account")
-	fs.BoolVar(&o.selfSigned, "self-signed", false, "generate a CA and serving certificate, keep them in --self-signed-secret and write the CA to --webhook-config-name's caBundle")
+	fs.BoolVar(&o.selfSigned, "self-signed", false, "generate a CA and serving certificate, keep them in --self-signed-secret and write the CA to the caBundle of the webhook configurations named --webhook-config-name")
 	fs.StringVar(&o.selfSecret, "self-signed-secret", "podrole-system/podrole-webhook-tls", "NAMESPACE/NAME of the Secret holding the self-signed CA and certificate")
-	fs.StringVar(&o.webhookConfig, "webhook-config-name", "podrole-webhook", "MutatingWebhookConfiguration whose caBundle --self-signed maintains")
+	fs.StringVar(&o.webhookConfig, "webhook-config-name", "podrole-webhook", "name of the MutatingWebhookConfiguration and of the ValidatingWebhookConfiguration whose caBundle --self-signed maintains (both must exist)")
 	fs.StringVar(&o.serviceName, "service-name", "podrole-webhook", "the webhook's Service name, for the self-signed certificate's DNS names")
 	fs.StringVar(&o.serviceNS, "service-namespace", "podrole-system", "the webhook's Service namespace, for the self-signed certificate's DNS names")
 	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
@@ -96,8 +98,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 	fs.BoolVar(&c.RequireAllowedRoles, "require-allowed-roles", c.RequireAllowedRoles, "refuse roles in namespaces without iam.amazonaws.com/allowed-roles or iam.amazonaws.com/permitted")
 	fs.StringVar(&c.DefaultRole, "default-role", c.DefaultRole, "role (name or ARN) for pods in labelled namespaces that ask for none; empty: such pods get the block step")
 	fs.StringVar(&c.SidecarMode, "sidecar-mode", c.SidecarMode, "native (agent is an init container with restartPolicy Always; Kubernetes 1.29+) or legacy (agent is the first container)")
-	fs.IntVar(&c.SidecarUID, "sidecar-uid", c.SidecarUID, "UID (and GID) of the agent, exempt from the redirect; pods that get an agent and run as it are refused")
+	fs.IntVar(&c.SidecarUID, "sidecar-uid", c.SidecarUID, "UID (and GID) of the agent when it needs no capability (--source=web-identity); it grants nothing (the redirect exempts the agent's socket mark, never a UID). With --source=node the agent runs as root with NET_RAW only")
 	fs.BoolVar(&c.AllowNetAdmin, "allow-net-admin", c.AllowNetAdmin, "admit pods whose containers add NET_ADMIN (service mesh init containers); WEAKENS protection: such a container can delete podrole's rules and reach the node's metadata service")
+	fs.BoolVar(&c.AllowNetRaw, "allow-net-raw", c.AllowNetRaw, "admit containers that add NET_RAW and let them keep it (others still lose it); WEAKENS protection: raw packet sockets bypass netfilter, so such a container can reach the node's metadata service (the node role) past podrole's rules")
+	fs.BoolVar(&c.AllowHostAccess, "allow-host-access", c.AllowHostAccess, "admit hostPID, hostIPC and hostPath volumes on the node's kubelet, runtime, /proc, /sys and pod-log paths in labelled namespaces; WEAKENS protection: such a pod can read other pods' tokens and podrole agents' memory and credentials")
 	fs.IntVar(&c.SidecarPort, "sidecar-port", c.SidecarPort, "agent's IMDS port on 127.0.0.1 (moved up when the pod declares it)")
 	fs.IntVar(&c.HealthPort, "health-port", c.HealthPort, "agent's health port for probes (moved up when the pod declares it)")
 
@@ -181,7 +185,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	if o.selfSigned {
 		ns, name, _ := strings.Cut(o.selfSecret, "/")
 		ss := &certs.SelfSigned{
-			Client: client, SecretNamespace: ns, SecretName: name, WebhookConfigName: o.webhookConfig,
+			Client: client, SecretNamespace: ns, SecretName: name,
+			// One name for both configurations, as in manifests/base.
+			WebhookConfigName: o.webhookConfig, ValidatingWebhookConfigName: o.webhookConfig,
 			DNSNames: serviceNames(o.serviceName, o.serviceNS), Store: store, Logger: log.With("component", "self-signed"),
 			// One API server's webhook informer sees a caBundle change in
 			// milliseconds; a few seconds cover several behind a load balancer.
@@ -241,7 +247,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stderr 
 	}
 	log.Info("podrole-webhook serving", "listen", ln.Addr().String(), "probe_listen", o.probeListen,
 		"source", o.inject.Source, "sidecar_mode", o.inject.SidecarMode, "sidecar_image", o.inject.SidecarImage,
-		"self_signed", o.selfSigned, "default_role", o.inject.DefaultRole, "require_allowed_roles", o.inject.RequireAllowedRoles)
+		"self_signed", o.selfSigned, "default_role", o.inject.DefaultRole, "require_allowed_roles", o.inject.RequireAllowedRoles,
+		"allow_net_admin", o.inject.AllowNetAdmin, "allow_net_raw", o.inject.AllowNetRaw, "allow_host_access", o.inject.AllowHostAccess)
+
+	if o.inject.Source == contract.SourceWebIdentity && o.inject.Region == "" {
+		// The agent then asks the node's metadata service nothing and fails
+		// to start without a region: say where it will come from.
+		log.Warn("--source=web-identity without --region: each agent takes its region from its pod's topology.kubernetes.io/region label, which the API server copies from the node at binding (PodTopologyLabelsAdmission, on by default since Kubernetes 1.35); agents on nodes without that label will not start: set --region")
+	}
 
 	select {
 	case <-ctx.Done():

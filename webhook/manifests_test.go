@@ -110,6 +110,43 @@ func TestManifests(t *testing.T) {
 				t.Errorf("annotations %v", mwc.Annotations)
 			}
 
+			// The validating configuration: the same server at /validate,
+			// fail closed, the same namespaces, and no objectSelector (a
+			// relabelled pod must not escape it). Pod CREATE and UPDATE,
+			// kubectl debug, exec and attach.
+			vwc := decodeDoc[admissionregistrationv1.ValidatingWebhookConfiguration](t, docs, "ValidatingWebhookConfiguration/podrole-webhook")
+			if len(vwc.Webhooks) != 1 {
+				t.Fatalf("validating webhooks %d, want 1", len(vwc.Webhooks))
+			}
+			vw := vwc.Webhooks[0]
+			if vw.Name != "validate.pods.podrole.io" || *vw.FailurePolicy != admissionregistrationv1.Fail || *vw.SideEffects != admissionregistrationv1.SideEffectClassNone ||
+				*vw.TimeoutSeconds != 5 || strings.Join(vw.AdmissionReviewVersions, ",") != "v1" {
+				t.Errorf("validating webhook settings %+v", vw)
+			}
+			rules = nil
+			for _, r := range vw.Rules {
+				scope := "<unset>"
+				if r.Scope != nil {
+					scope = string(*r.Scope)
+				}
+				rules = append(rules, fmt.Sprintf("%v %s/%s %v %s", r.Operations, strings.Join(r.APIGroups, ","), strings.Join(r.APIVersions, ","), r.Resources, scope))
+			}
+			if got, want := strings.Join(rules, "; "), "[CREATE UPDATE] /v1 [pods] Namespaced; [UPDATE] /v1 [pods/ephemeralcontainers] Namespaced; [CONNECT] /v1 [pods/exec pods/attach] Namespaced"; got != want {
+				t.Errorf("validating rules\n got %s\nwant %s", got, want)
+			}
+			if vw.ObjectSelector != nil && (len(vw.ObjectSelector.MatchLabels) > 0 || len(vw.ObjectSelector.MatchExpressions) > 0) {
+				t.Errorf("validating webhook has an objectSelector %+v: relabelling a pod would escape it", vw.ObjectSelector)
+			}
+			if fmt.Sprint(vw.NamespaceSelector) != fmt.Sprint(wh.NamespaceSelector) {
+				t.Errorf("validating namespaceSelector %+v differs from the mutating one %+v", vw.NamespaceSelector, wh.NamespaceSelector)
+			}
+			if s := vw.ClientConfig.Service; s == nil || s.Name != "podrole-webhook" || s.Namespace != "podrole-system" || *s.Path != "/validate" {
+				t.Errorf("validating client config %+v", vw.ClientConfig)
+			}
+			if overlay == "cert-manager" && vwc.Annotations["cert-manager.io/inject-ca-from"] != "podrole-system/podrole-webhook-serving" {
+				t.Errorf("validating annotations %v: cert-manager's CA injector would not write its caBundle", vwc.Annotations)
+			}
+
 			d := decodeDoc[appsv1.Deployment](t, docs, "Deployment/podrole-webhook")
 			if *d.Spec.Replicas != 2 || len(d.Spec.Template.Spec.TopologySpreadConstraints) == 0 {
 				t.Errorf("replicas %d, spread %v", *d.Spec.Replicas, d.Spec.Template.Spec.TopologySpreadConstraints)
@@ -157,9 +194,12 @@ func TestManifests(t *testing.T) {
 				t.Errorf("secret Role present=%v in %s", hasSecretRole, overlay)
 			}
 			if overlay == "self-signed" {
+				// Exactly the two configurations' caBundles, by name.
 				ca := decodeDoc[rbacv1.ClusterRole](t, docs, "ClusterRole/podrole-webhook-cabundle")
-				if strings.Join(ca.Rules[0].ResourceNames, ",") != "podrole-webhook" {
-					t.Errorf("caBundle ClusterRole not limited by name: %+v", ca.Rules)
+				if len(ca.Rules) != 1 || strings.Join(ca.Rules[0].APIGroups, ",") != "admissionregistration.k8s.io" ||
+					strings.Join(ca.Rules[0].Resources, ",") != "mutatingwebhookconfigurations,validatingwebhookconfigurations" ||
+					strings.Join(ca.Rules[0].ResourceNames, ",") != "podrole-webhook" || strings.Join(ca.Rules[0].Verbs, ",") != "get,patch,update" {
+					t.Errorf("caBundle ClusterRole %+v, want get,patch,update on the two podrole-webhook configurations only", ca.Rules)
 				}
 				// The Secret Role: everything but create limited to the one
 				// Secret; list/watch are there for the rotation watch.
@@ -184,10 +224,11 @@ func TestManifests(t *testing.T) {
 }
 
 // TestSelfSignedAgainstAPIServer applies overlays/self-signed to a real API
-// server, points its webhook configuration at an in-process webhook started
-// with --self-signed that authenticates as the manifests' ServiceAccount (so
-// their RBAC is what is tested), and checks that it creates its Secret,
-// publishes the caBundle, and that pods get injected through it.
+// server, points its two webhook configurations at an in-process webhook
+// started with --self-signed that authenticates as the manifests'
+// ServiceAccount (so their RBAC is what is tested), and checks that it
+// creates its Secret, publishes the caBundle to both, and that pods get
+// injected (and validated) through it.
 func TestSelfSignedAgainstAPIServer(t *testing.T) {
 	cluster := kubetest.Start(t, kubetest.Options{})
 	kubectl := kubetest.Kubectl(t)
@@ -214,6 +255,16 @@ func TestSelfSignedAgainstAPIServer(t *testing.T) {
 	url := "https://localhost:" + strconv.Itoa(port) + "/mutate"
 	mwc.Webhooks[0].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: &url}
 	if _, err := mwcs.Update(ctx, mwc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	vwcs := cluster.Client.AdmissionregistrationV1().ValidatingWebhookConfigurations()
+	vwc, err := vwcs.Get(ctx, "podrole-webhook", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vurl := "https://localhost:" + strconv.Itoa(port) + "/validate"
+	vwc.Webhooks[0].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: &vurl}
+	if _, err := vwcs.Update(ctx, vwc, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -245,6 +296,9 @@ func TestSelfSignedAgainstAPIServer(t *testing.T) {
 	}
 	if !bytes.Equal(mwc.Webhooks[0].ClientConfig.CABundle, sec.Data["ca.crt"]) {
 		t.Fatal("caBundle is not the Secret's CA")
+	}
+	if vwc, err = vwcs.Get(ctx, "podrole-webhook", metav1.GetOptions{}); err != nil || !bytes.Equal(vwc.Webhooks[0].ClientConfig.CABundle, sec.Data["ca.crt"]) {
+		t.Fatalf("the validating configuration's caBundle is not the Secret's CA (%v)", err)
 	}
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(sec.Data["ca.crt"])
@@ -295,6 +349,9 @@ func TestSelfSignedAgainstAPIServer(t *testing.T) {
 	}
 	if got := mwc.Webhooks[0].ClientConfig.CABundle; !bytes.HasPrefix(got, newSec.Data["ca.crt"]) || !bytes.Contains(got, oldBundle) {
 		t.Fatal("caBundle after the forced rotation is not the new CA followed by the old one")
+	}
+	if vwc, err = vwcs.Get(ctx, "podrole-webhook", metav1.GetOptions{}); err != nil || !bytes.Equal(vwc.Webhooks[0].ClientConfig.CABundle, mwc.Webhooks[0].ClientConfig.CABundle) {
+		t.Fatalf("the validating configuration's caBundle after the rotation differs from the mutating one (%v)", err)
 	}
 	newRoots := x509.NewCertPool()
 	newRoots.AppendCertsFromPEM(newSec.Data["ca.crt"])

@@ -1,6 +1,9 @@
 // Package mutate turns a pod, its namespace and the webhook's configuration
-// into an admission decision: a JSONPatch that adds podrole's init step and
-// agent, or a denial. It is pure (no HTTP, no client-go): the server looks the
+// into an admission decision: for the mutating webhook (Mutate,
+// CheckEphemeral) a JSONPatch that adds podrole's init step and agent and
+// takes NET_RAW from every other container, or a denial; for the validating
+// webhook (ValidateCreate, ValidateUpdate, ValidateEphemeral, CheckConnect)
+// allow or deny. It is pure (no HTTP, no client-go): the server looks the
 // namespace up and hands it in.
 package mutate
 
@@ -28,7 +31,11 @@ type Config struct {
 	// DefaultRole is given to pods in a labelled namespace that ask for none.
 	DefaultRole string `json:"defaultRole,omitempty"`
 	SidecarMode string `json:"sidecarMode,omitempty"`
-	SidecarUID  int    `json:"sidecarUID,omitempty"`
+	// SidecarUID is the agent's UID (and GID) when it needs no capability
+	// (web-identity). It grants nothing: podrole-init exempts a socket mark,
+	// never a UID. With --source=node the agent runs as root instead (see
+	// agentSecurityContext).
+	SidecarUID int `json:"sidecarUID,omitempty"`
 	// SidecarPort and HealthPort are the preferred ports; a pod that declares
 	// one of them gets the next free one.
 	SidecarPort int `json:"sidecarPort,omitempty"`
@@ -38,6 +45,15 @@ type Config struct {
 	// delete podrole's rules, so this weakens the guarantee; privileged
 	// containers, SYS_ADMIN and ALL stay refused.
 	AllowNetAdmin bool `json:"allowNetAdmin,omitempty"`
+	// AllowNetRaw admits containers that add NET_RAW (and lets them keep it:
+	// their NET_RAW is not dropped). A raw packet socket bypasses netfilter,
+	// so such a container can reach the node's metadata service past
+	// podrole's rules: this weakens the guarantee.
+	AllowNetRaw bool `json:"allowNetRaw,omitempty"`
+	// AllowHostAccess admits hostPID, hostIPC and hostPath volumes on the
+	// node's runtime and kubelet state in labelled namespaces. They expose
+	// other pods' tokens and agents' memory: this weakens the guarantee.
+	AllowHostAccess bool `json:"allowHostAccess,omitempty"`
 	// Caches, when set, reuse patches and parsed allow-lists across pods
 	// (see Caches); it changes no decision. Not configuration: never compared
 	// or serialized.
@@ -74,7 +90,7 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--sidecar-mode=%q is not valid: use %q (Kubernetes 1.29+) or %q", c.SidecarMode, contract.SidecarModeNative, contract.SidecarModeLegacy)
 	}
 	if c.SidecarUID < 1 || c.SidecarUID > 2147483647 {
-		return fmt.Errorf("--sidecar-uid=%d is not valid: give a non-root UID (1-2147483647) that no app image uses, e.g. %d", c.SidecarUID, contract.DefaultSidecarUID)
+		return fmt.Errorf("--sidecar-uid=%d is not valid: give a non-root UID (1-2147483647), e.g. %d", c.SidecarUID, contract.DefaultSidecarUID)
 	}
 	for name, p := range map[string]int{"sidecar-port": c.SidecarPort, "health-port": c.HealthPort} {
 		if p < 1 || p > 65535 {

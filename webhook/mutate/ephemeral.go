@@ -1,99 +1,87 @@
 package mutate
 
 import (
-	"flag"
-	"io"
-
 	"github.com/podrole/podrole/contract"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 )
 
-// CheckEphemeral decides an UPDATE of a pod's ephemeralcontainers
-// subresource (kubectl debug), which adds containers to a running pod
-// without a pod CREATE. old is the stored pod (nil if the request carried
-// none), pod the pod with the new list. For a pod podrole injected or
-// blocked (status annotation, or a podrole-init container), a new ephemeral
-// container is refused if it could rewrite the redirect in the shared
-// network namespace (privileged, NET_ADMIN, SYS_ADMIN or ALL; the same rules
-// and --allow-net-admin as at creation), or runs as the agent's UID, which
-// the redirect exempts. Everything else is allowed unchanged: the outcome is
-// Skipped or Denied, never a patch.
+// CheckEphemeral decides, for the mutating webhook, an UPDATE of a pod's
+// ephemeralcontainers subresource (kubectl debug), which adds containers to
+// a running pod without a pod CREATE. old is the stored pod (nil if the
+// request carried none), pod the pod with the new list. For a pod podrole
+// injected or blocked (status annotation, or a podrole-init container), each
+// new ephemeral container is refused if it targets podrole-init or
+// podrole-agent (it would share that container's processes), could rewrite
+// the rules in the shared network namespace (privileged, NET_ADMIN,
+// SYS_ADMIN or ALL; the same rules and --allow-net-admin as at creation),
+// adds NET_RAW (unless --allow-net-raw), or adds SYS_PTRACE in a pod that
+// shares one process namespace; one that keeps NET_RAW gets it dropped by
+// the patch (outcome Patched). Otherwise the outcome is Skipped.
 func CheckEphemeral(old, pod *corev1.Pod, cfg Config) Result {
+	return checkEphemeral(old, pod, cfg, true)
+}
+
+// ValidateEphemeral is CheckEphemeral for the validating webhook, which
+// sees the final object: a new ephemeral container that keeps NET_RAW is
+// refused (the mutating webhook's drop is missing), and nothing is patched.
+func ValidateEphemeral(old, pod *corev1.Pod, cfg Config) Result {
+	return checkEphemeral(old, pod, cfg, false)
+}
+
+func checkEphemeral(old, pod *corev1.Pod, cfg Config, mutating bool) Result {
 	if pod == nil {
 		return denied("the ephemeralcontainers request carries no pod: send the v1 Pod as object")
 	}
-	status, ok := protected(old, pod)
-	if !ok {
+	if _, ok := protected(old, pod); !ok {
 		return Result{Outcome: Skipped, Message: "pod has no " + contract.AnnotationStatus + " annotation and no " + contract.InitContainerName + " container: podrole did not inject it"}
 	}
-	agentUIDs := agentUIDs(old, pod, status, cfg)
 
-	existing := map[string]*corev1.SecurityContext{}
+	existing := map[string]*corev1.EphemeralContainer{}
 	if old != nil {
-		for _, c := range old.Spec.EphemeralContainers {
-			existing[c.Name] = c.SecurityContext
+		for i := range old.Spec.EphemeralContainers {
+			existing[old.Spec.EphemeralContainers[i].Name] = &old.Spec.EphemeralContainers[i]
 		}
 	}
-	podSC := pod.Spec.SecurityContext
-	for _, c := range pod.Spec.EphemeralContainers {
+	var fresh []int // indexes of the new ephemeral containers
+	for i := range pod.Spec.EphemeralContainers {
+		c := &pod.Spec.EphemeralContainers[i]
 		// Ephemeral containers cannot be changed or removed once added, so
 		// only new ones are judged: one admitted before this check existed
 		// must not block every later debug session. One whose security
-		// context differs from the stored one is judged as new.
-		if sc, seen := existing[c.Name]; seen && equality.Semantic.DeepEqual(sc, c.SecurityContext) {
+		// context or target differs from the stored one is judged as new.
+		if e, seen := existing[c.Name]; seen && e.TargetContainerName == c.TargetContainerName && equality.Semantic.DeepEqual(e.SecurityContext, c.SecurityContext) {
 			continue
+		}
+		fresh = append(fresh, i)
+		if t := c.TargetContainerName; isPodroleContainer(t) {
+			return denied("ephemeral container %q of pod %s targets %s (targetContainerName, kubectl debug --target): it would share that container's processes, which hold the capability that reaches the node's instance metadata service (podrole-agent) or install the pod's metadata rules (podrole-init); debug an app container instead (kubectl debug --target=<app container>)",
+				c.Name, podName(pod), t)
 		}
 		if p := networkPrivilege(c.SecurityContext, cfg.AllowNetAdmin); p.what != "" {
 			return denied("ephemeral container %q of pod %s %s: %s; debug it without that (kubectl debug --profile=general, baseline or restricted adds none of them)",
 				c.Name, podName(pod), p.what, escapeRisk)
 		}
-		// Without its own runAsUser the container runs as the pod's.
-		var uid *int64
-		switch {
-		case c.SecurityContext != nil && c.SecurityContext.RunAsUser != nil:
-			uid = c.SecurityContext.RunAsUser
-		case podSC != nil && podSC.RunAsUser != nil:
-			uid = podSC.RunAsUser
+		if d := containerDenial("ephemeral container", c.Name, c.SecurityContext, pod, cfg); d != "" {
+			return denied("%s", d)
 		}
-		if uid != nil && agentUIDs[*uid] {
-			return denied("ephemeral container %q of pod %s runs as UID %d, the UID of %s, which podrole-init exempts from the metadata redirect: it could reach the node's instance metadata service (the node role); set securityContext.runAsUser to another UID",
-				c.Name, podName(pod), *uid, contract.AgentContainerName)
+	}
+	// NET_RAW last, so that both webhooks refuse a dangerous container with
+	// the same message whatever its position.
+	var drops patch
+	for _, i := range fresh {
+		c := &pod.Spec.EphemeralContainers[i]
+		if needsNetRawDrop(c.SecurityContext, cfg) {
+			if !mutating {
+				return denied("%s", netRawNotDropped("ephemeral container", c.Name, pod))
+			}
+			drops.dropNetRaw("/spec/ephemeralContainers/"+itoa(i), c.SecurityContext)
 		}
+	}
+	if len(drops) > 0 {
+		return Result{Outcome: Patched, Patch: drops.bytes(), Message: "NET_RAW dropped from new ephemeral containers"}
 	}
 	return Result{Outcome: Skipped, Message: "no new ephemeral container can undo podrole's metadata rules"}
-}
-
-// agentUIDs are the UIDs the pod's redirect exempts, if it has an agent:
-// the configured one, the one its podrole-agent runs as, and the one
-// podrole-init was told to exclude (both may predate a --sidecar-uid change).
-func agentUIDs(old, pod *corev1.Pod, status string, cfg Config) map[int64]bool {
-	uids := map[int64]bool{}
-	agent := status == contract.StatusInjected
-	for _, p := range []*corev1.Pod{old, pod} {
-		if p == nil {
-			continue
-		}
-		for _, c := range append(append([]corev1.Container{}, p.Spec.InitContainers...), p.Spec.Containers...) {
-			switch c.Name {
-			case contract.AgentContainerName:
-				agent = true
-				if c.SecurityContext != nil && c.SecurityContext.RunAsUser != nil {
-					uids[*c.SecurityContext.RunAsUser] = true
-				}
-			case contract.InitContainerName:
-				if uid, ok := excludeUID(c.Args); ok {
-					uids[uid] = true
-				}
-			}
-		}
-	}
-	if !agent {
-		// Block mode rejects metadata traffic from every UID.
-		return nil
-	}
-	uids[int64(cfg.SidecarUID)] = true
-	return uids
 }
 
 // protected tells whether podrole injected or blocked the pod, and its
@@ -122,20 +110,4 @@ func protected(old, pod *corev1.Pod) (status string, ok bool) {
 		}
 	}
 	return "", false
-}
-
-// excludeUID reads --exclude-uid from podrole-init's arguments as the
-// sidecar would parse them; ok is false if they do not parse.
-func excludeUID(args []string) (uid int64, ok bool) {
-	if len(args) == 0 || args[0] != "init" {
-		return 0, false
-	}
-	ic := contract.DefaultInitConfig()
-	fs := flag.NewFlagSet("init", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	ic.RegisterFlags(fs)
-	if err := fs.Parse(args[1:]); err != nil {
-		return 0, false
-	}
-	return int64(ic.ExcludeUID), true
 }

@@ -25,7 +25,8 @@ type ephemeralFixture struct {
 }
 
 // TestEphemeralFixtures runs every testdata/ephemeral/*.yaml case through
-// CheckEphemeral: the outcome, the denial message, and never a patch.
+// CheckEphemeral: the outcome, the denial message, a patch only to drop
+// NET_RAW (outcome patched), and ValidateEphemeral's matching verdict.
 func TestEphemeralFixtures(t *testing.T) {
 	files, err := filepath.Glob("testdata/ephemeral/*.yaml")
 	if err != nil || len(files) == 0 {
@@ -74,13 +75,58 @@ func TestEphemeralFixtures(t *testing.T) {
 				t.Fatalf("outcome %q (message %q), want %q", res.Outcome, res.Message, fx.Want.Outcome)
 			}
 			if !strings.Contains(res.Message, fx.Want.Message) {
-				t.Errorf("message %q\ndoes not contain %q", res.Message, fx.Want.Message)
+				t.Errorf("message %q\ndoesn't contain %q", res.Message, fx.Want.Message)
 			}
-			if res.Patch != nil || len(res.Warnings) > 0 {
-				t.Errorf("ephemeral check returned a patch %s or warnings %q", res.Patch, res.Warnings)
+			if len(res.Warnings) > 0 || (res.Patch != nil) != (res.Outcome == Patched) {
+				t.Errorf("outcome %s with patch %s, warnings %q", res.Outcome, res.Patch, res.Warnings)
 			}
+			checkValidateEphemeral(t, &old, pod, cfg, res)
 		})
 	}
+}
+
+// checkValidateEphemeral holds the validating webhook to the mutating one
+// on every fixture: the same verdict, except that a new container the
+// mutating webhook takes NET_RAW from is refused unpatched and admitted
+// patched (and the patch drops NET_RAW from every new container).
+func checkValidateEphemeral(t *testing.T, old, pod *corev1.Pod, cfg Config, res Result) {
+	t.Helper()
+	v := ValidateEphemeral(old, pod, cfg)
+	if res.Outcome != Patched {
+		if v.Outcome != res.Outcome || v.Message != res.Message || v.Patch != nil {
+			t.Errorf("ValidateEphemeral: %s %q, want CheckEphemeral's %s %q", v.Outcome, v.Message, res.Outcome, res.Message)
+		}
+		return
+	}
+	if v.Outcome != Denied || !strings.Contains(v.Message, "does not drop NET_RAW") {
+		t.Errorf("ValidateEphemeral on the unpatched pod: %s %q, want a NET_RAW denial", v.Outcome, v.Message)
+	}
+	doc, err := json.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var patched corev1.Pod
+	if err := json.Unmarshal(applyPatch(t, doc, res.Patch), &patched); err != nil {
+		t.Fatal(err)
+	}
+	checkAddsOnly(t, pod, res.Patch)
+	stored := map[string]bool{}
+	for _, c := range old.Spec.EphemeralContainers {
+		stored[c.Name] = true
+	}
+	for _, c := range patched.Spec.EphemeralContainers {
+		if !stored[c.Name] && !dropsNetRaw(c.SecurityContext) && !(cfg.AllowNetRaw && addsNetRaw(c.SecurityContext)) {
+			t.Errorf("patched ephemeral container %q keeps NET_RAW: %+v", c.Name, c.SecurityContext)
+		}
+	}
+	if v := ValidateEphemeral(old, &patched, cfg); v.Outcome != Skipped {
+		t.Errorf("ValidateEphemeral on the patched pod: %s %q", v.Outcome, v.Message)
+	}
+}
+
+func addsNetRaw(sc *corev1.SecurityContext) bool {
+	_, ok := addedCapability(sc, "NET_RAW")
+	return ok
 }
 
 // TestCheckEphemeralOddInput: requests the API server should not send still
@@ -91,7 +137,7 @@ func TestCheckEphemeralOddInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	netAdmin := corev1.EphemeralContainer{EphemeralContainerCommon: corev1.EphemeralContainerCommon{Name: "debug",
-		SecurityContext: &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}}}}}
+		SecurityContext: &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}, Drop: []corev1.Capability{"ALL"}}}}}
 	injected := func() *corev1.Pod {
 		p := &corev1.Pod{}
 		p.Name = "app"

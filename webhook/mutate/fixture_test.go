@@ -33,7 +33,7 @@ type want struct {
 	// Message must be a substring of the denial (or skip reason).
 	Message string `json:"message,omitempty"`
 	Warning string `json:"warning,omitempty"`
-	// Pod is the pod after applying the patch (injected and blocked only).
+	// Pod is the pod after applying the patch (injected, blocked and patched only).
 	Pod json.RawMessage `json:"pod,omitempty"`
 }
 
@@ -106,7 +106,7 @@ func TestFixtures(t *testing.T) {
 				t.Errorf("unexpected warnings %q", res.Warnings)
 			}
 			switch res.Outcome {
-			case Injected, Blocked:
+			case Injected, Blocked, Patched:
 				if len(fx.Want.Pod) == 0 {
 					t.Fatal("fixture has no want.pod")
 				}
@@ -120,7 +120,39 @@ func TestFixtures(t *testing.T) {
 					t.Fatalf("%s pod has a patch: %s", res.Outcome, res.Patch)
 				}
 			}
+			checkValidateCreate(t, &pod, got, fx.Namespace, cfg, res)
 		})
+	}
+}
+
+// checkValidateCreate holds the validating webhook to the mutating one on
+// every fixture: what Mutate refuses, ValidateCreate refuses too (with the
+// same message); what Mutate patches, ValidateCreate refuses unpatched
+// ("podrole did not inject this pod", or a missing NET_RAW drop) and admits
+// patched; what Mutate admits unchanged, ValidateCreate admits.
+func checkValidateCreate(t *testing.T, pod *corev1.Pod, patched json.RawMessage, ns Namespace, cfg Config, res Result) {
+	t.Helper()
+	v := ValidateCreate(pod, ns, cfg)
+	switch res.Outcome {
+	case Denied:
+		if v.Outcome != Denied || v.Message != res.Message {
+			t.Errorf("ValidateCreate on a pod Mutate refuses: %s %q, want the same denial %q", v.Outcome, v.Message, res.Message)
+		}
+	case Skipped:
+		if v.Outcome != Skipped {
+			t.Errorf("ValidateCreate on a pod Mutate admits unchanged: %s %q", v.Outcome, v.Message)
+		}
+	default:
+		if v.Outcome != Denied {
+			t.Errorf("ValidateCreate admitted the pod without Mutate's patch: %s %q", v.Outcome, v.Message)
+		}
+		var after corev1.Pod
+		if err := json.Unmarshal(patched, &after); err != nil {
+			t.Fatal(err)
+		}
+		if v := ValidateCreate(&after, ns, cfg); v.Outcome != Skipped {
+			t.Errorf("ValidateCreate refuses the patched pod: %s %q", v.Outcome, v.Message)
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package mutate
 
 import (
 	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -51,6 +52,9 @@ func FuzzMutate(f *testing.F) {
 		if knobs&16 != 0 {
 			cfg.BaseRoleARN = ""
 		}
+		if knobs&128 != 0 {
+			cfg.AllowNetRaw, cfg.AllowHostAccess = true, true
+		}
 		if err := cfg.Validate(); err != nil {
 			t.Fatal(err)
 		}
@@ -62,18 +66,30 @@ func FuzzMutate(f *testing.F) {
 			ns.Annotations[contract.AnnotationPermitted] = permitted
 		}
 		res := Mutate(&pod, ns, cfg)
+		// The validating webhook must agree: it refuses what Mutate refuses
+		// and a pod Mutate would patch, unpatched.
+		v := ValidateCreate(&pod, ns, cfg)
 		switch res.Outcome {
 		case Denied:
 			if !strings.HasPrefix(res.Message, "podrole: ") || res.Patch != nil {
 				t.Fatalf("denial %q patch %s", res.Message, res.Patch)
+			}
+			if v.Outcome != Denied {
+				t.Fatalf("Mutate refuses (%s) but ValidateCreate says %s %q", res.Message, v.Outcome, v.Message)
 			}
 			return
 		case Skipped:
 			if res.Patch != nil {
 				t.Fatalf("skipped with a patch")
 			}
+			if v.Outcome != Skipped {
+				t.Fatalf("Mutate admits unchanged but ValidateCreate says %s %q", v.Outcome, v.Message)
+			}
 			return
-		case Injected, Blocked:
+		case Injected, Blocked, Patched:
+			if v.Outcome != Denied {
+				t.Fatalf("ValidateCreate admits the pod Mutate would patch: %s %q", v.Outcome, v.Message)
+			}
 		default:
 			t.Fatalf("outcome %q", res.Outcome)
 		}
@@ -92,6 +108,15 @@ func FuzzMutate(f *testing.F) {
 		var got corev1.Pod
 		if err := json.Unmarshal(out, &got); err != nil {
 			t.Fatal(err)
+		}
+		if v := ValidateCreate(&got, ns, cfg); v.Outcome != Skipped {
+			t.Fatalf("ValidateCreate refuses the patched pod: %s %q\npatch %s", v.Outcome, v.Message, res.Patch)
+		}
+		if kind, name := missingNetRawDrop(&got, cfg); name != "" {
+			t.Fatalf("%s %q keeps NET_RAW after the patch", kind, name)
+		}
+		if res.Outcome == Patched {
+			return
 		}
 		if got.Spec.InitContainers[0].Name != contract.InitContainerName {
 			t.Fatalf("first init container %q", got.Spec.InitContainers[0].Name)
@@ -117,9 +142,11 @@ func FuzzMutate(f *testing.F) {
 }
 
 // FuzzCheckEphemeral feeds arbitrary stored pods and ephemeral containers to
-// CheckEphemeral. It must never panic or patch; a denial must say it comes
-// from podrole; and a new privileged ephemeral container in a pod carrying
-// podrole.io/status must never be allowed.
+// CheckEphemeral and ValidateEphemeral. Neither may panic; a denial must say
+// it comes from podrole; only the mutating one patches, only to drop NET_RAW,
+// and its patch must apply and satisfy the validating one; and a new
+// privileged ephemeral container, or one targeting podrole-agent, in a pod
+// carrying podrole.io/status must never be allowed.
 func FuzzCheckEphemeral(f *testing.F) {
 	files, _ := filepath.Glob("testdata/ephemeral/*.yaml")
 	for _, file := range files {
@@ -134,25 +161,56 @@ func FuzzCheckEphemeral(f *testing.F) {
 		add, _ := json.Marshal(fx.Add)
 		f.Add([]byte(fx.Pod), add, len(fx.Config) > 0)
 	}
-	f.Fuzz(func(t *testing.T, podJSON, addJSON []byte, allowNetAdmin bool) {
+	f.Fuzz(func(t *testing.T, podJSON, addJSON []byte, allow bool) {
 		var old corev1.Pod
 		var add []corev1.EphemeralContainer
 		if json.Unmarshal(podJSON, &old) != nil || json.Unmarshal(addJSON, &add) != nil {
 			return
 		}
 		cfg := testConfig()
-		cfg.AllowNetAdmin = allowNetAdmin
+		cfg.AllowNetAdmin, cfg.AllowNetRaw = allow, allow
 		if err := cfg.Validate(); err != nil {
 			t.Fatal(err)
 		}
 		pod := old.DeepCopy()
 		pod.Spec.EphemeralContainers = append(pod.Spec.EphemeralContainers, add...)
 		res := CheckEphemeral(&old, pod, cfg)
-		if res.Patch != nil || (res.Outcome != Denied && res.Outcome != Skipped) {
-			t.Fatalf("outcome %q patch %s", res.Outcome, res.Patch)
+		v := ValidateEphemeral(&old, pod, cfg)
+		for _, r := range []Result{res, v} {
+			if r.Outcome == Denied && !strings.HasPrefix(r.Message, "podrole: ") {
+				t.Fatalf("denial %q", r.Message)
+			}
 		}
-		if res.Outcome == Denied && !strings.HasPrefix(res.Message, "podrole: ") {
-			t.Fatalf("denial %q", res.Message)
+		if v.Patch != nil || (v.Outcome != Denied && v.Outcome != Skipped) {
+			t.Fatalf("validating outcome %q patch %s", v.Outcome, v.Patch)
+		}
+		switch res.Outcome {
+		case Denied, Skipped:
+			if res.Patch != nil || v.Outcome != res.Outcome {
+				t.Fatalf("mutating %s (patch %s), validating %s %q", res.Outcome, res.Patch, v.Outcome, v.Message)
+			}
+		case Patched:
+			if v.Outcome != Denied {
+				t.Fatalf("validating admits what the mutating webhook patches: %q", v.Message)
+			}
+			doc, _ := json.Marshal(pod)
+			p, err := jsonpatch.DecodePatch(res.Patch)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := p.Apply(doc)
+			if err != nil {
+				t.Fatalf("apply %s: %v", res.Patch, err)
+			}
+			var patched corev1.Pod
+			if err := json.Unmarshal(out, &patched); err != nil {
+				t.Fatal(err)
+			}
+			if v := ValidateEphemeral(&old, &patched, cfg); v.Outcome != Skipped {
+				t.Fatalf("validating refuses the patched pod: %s %q", v.Outcome, v.Message)
+			}
+		default:
+			t.Fatalf("outcome %q", res.Outcome)
 		}
 		if _, ours := old.Annotations[contract.AnnotationStatus]; ours && res.Outcome != Denied {
 			stored := map[string]bool{}
@@ -162,10 +220,99 @@ func FuzzCheckEphemeral(f *testing.F) {
 			for _, c := range add {
 				// A repeat of a stored container is not new (the API server
 				// refuses duplicate names anyway).
-				if !stored[c.Name] && c.SecurityContext != nil && c.SecurityContext.Privileged != nil && *c.SecurityContext.Privileged {
+				if stored[c.Name] {
+					continue
+				}
+				if c.SecurityContext != nil && c.SecurityContext.Privileged != nil && *c.SecurityContext.Privileged {
 					t.Fatalf("privileged ephemeral container %q allowed: %s", c.Name, res.Message)
 				}
+				if c.TargetContainerName == contract.AgentContainerName {
+					t.Fatalf("ephemeral container %q targeting the agent allowed", c.Name)
+				}
 			}
+		}
+	})
+}
+
+// FuzzValidateUpdate feeds arbitrary pairs of pods to ValidateUpdate: never
+// a panic or a patch; a denial says it comes from podrole; and a change of
+// podrole-agent's image, or of the status annotation, of a pod carrying
+// podrole.io/status is never allowed.
+func FuzzValidateUpdate(f *testing.F) {
+	files, _ := filepath.Glob("testdata/update/*.yaml")
+	for _, file := range files {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		var fx updateFixture
+		if err := yaml.Unmarshal(raw, &fx); err != nil {
+			f.Fatal(err)
+		}
+		p, err := jsonpatch.DecodePatch(fx.Patch)
+		if err != nil {
+			f.Fatal(err)
+		}
+		pod, err := p.Apply(fx.Pod)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add([]byte(fx.Pod), pod)
+	}
+	f.Fuzz(func(t *testing.T, oldJSON, podJSON []byte) {
+		var old, pod corev1.Pod
+		if json.Unmarshal(oldJSON, &old) != nil || json.Unmarshal(podJSON, &pod) != nil {
+			return
+		}
+		cfg := testConfig()
+		if err := cfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		res := ValidateUpdate(&old, &pod, cfg)
+		if res.Patch != nil || (res.Outcome != Denied && res.Outcome != Skipped) {
+			t.Fatalf("outcome %q patch %s", res.Outcome, res.Patch)
+		}
+		if res.Outcome == Denied {
+			if !strings.HasPrefix(res.Message, "podrole: ") {
+				t.Fatalf("denial %q", res.Message)
+			}
+			return
+		}
+		if old.Annotations[contract.AnnotationStatus] != pod.Annotations[contract.AnnotationStatus] {
+			t.Fatal("status annotation change allowed")
+		}
+		if _, ours := old.Annotations[contract.AnnotationStatus]; !ours {
+			return
+		}
+		image := func(p *corev1.Pod) map[string]string {
+			m := map[string]string{}
+			for _, c := range append(append([]corev1.Container{}, p.Spec.InitContainers...), p.Spec.Containers...) {
+				if isPodroleContainer(c.Name) {
+					m[c.Name] = c.Image
+				}
+			}
+			return m
+		}
+		if o, n := image(&old), image(&pod); !maps.Equal(o, n) {
+			t.Fatalf("podrole container images changed from %v to %v and allowed", o, n)
+		}
+	})
+}
+
+// FuzzCheckConnect: exec and attach into podrole's containers are always
+// refused, into any other container never.
+func FuzzCheckConnect(f *testing.F) {
+	for _, c := range []string{"", "app", contract.AgentContainerName, contract.InitContainerName} {
+		f.Add("exec", "app", c)
+		f.Add("attach", "app", c)
+	}
+	f.Fuzz(func(t *testing.T, sub, pod, container string) {
+		res := CheckConnect(sub, pod, container)
+		if (res.Outcome == Denied) != isPodroleContainer(container) || res.Patch != nil {
+			t.Fatalf("container %q: %s %q", container, res.Outcome, res.Message)
+		}
+		if res.Outcome == Denied && !strings.HasPrefix(res.Message, "podrole: ") {
+			t.Fatalf("denial %q", res.Message)
 		}
 	})
 }

@@ -21,6 +21,10 @@ const (
 	Skipped Outcome = "skipped"
 	// Denied: refused with a message.
 	Denied Outcome = "denied"
+	// Patched: allowed with a patch that only takes NET_RAW from containers
+	// added after podrole's injection: new ephemeral containers (kubectl
+	// debug), or containers a later mutating webhook added.
+	Patched Outcome = "patched"
 )
 
 // StatusBlocked is the podrole.io/status value of pods that got only the
@@ -37,7 +41,7 @@ type Namespace struct {
 // Result is the admission decision for one pod.
 type Result struct {
 	Outcome Outcome
-	// Patch is a JSONPatch (RFC 6902) for Injected and Blocked, else nil.
+	// Patch is a JSONPatch (RFC 6902) for Injected, Blocked and Patched, else nil.
 	Patch []byte
 	// Message is the denial shown to the user, or why the pod was skipped.
 	Message string
@@ -83,15 +87,13 @@ func Mutate(pod *corev1.Pod, ns Namespace, cfg Config) Result {
 		return Result{Outcome: Skipped, Message: "hostNetwork pod without a role",
 			Warnings: []string{fmt.Sprintf("podrole: pod %s uses hostNetwork, so podrole cannot block its metadata traffic; it can reach the node's instance metadata service", podName(pod))}}
 	}
-	// The agent's UID is exempt only from the redirect; the block step
-	// rejects metadata traffic from every UID, so a pod that gets no agent
-	// may run as it.
-	if role != "" {
-		if d := checkUIDs(pod, cfg.SidecarUID); d != "" {
-			return denied("%s", d)
-		}
-	}
 	if d := checkNetworkPrivileges(pod, cfg.AllowNetAdmin); d != "" {
+		return denied("%s", d)
+	}
+	if d := checkHostAccess(pod, cfg); d != "" {
+		return denied("%s", d)
+	}
+	if d := checkContainers(pod, cfg); d != "" {
 		return denied("%s", d)
 	}
 	// Without the status annotation these names are not ours: injecting would
@@ -125,40 +127,26 @@ func podName(pod *corev1.Pod) string {
 	return "(unnamed)"
 }
 
-// checkUIDs refuses pods with a container that would run as the agent's UID:
-// its traffic is excluded from the redirect, so it would reach the node's IMDS.
-func checkUIDs(pod *corev1.Pod, uid int) string {
-	// Formatted only for a denial: this runs for every pod.
-	fix := func() string {
-		return fmt.Sprintf("traffic from UID %d is exempt from podrole's redirect (it is the agent's), so a container running as it could reach the node's metadata service; run it as another UID", uid)
-	}
-	if sc := pod.Spec.SecurityContext; sc != nil && sc.RunAsUser != nil && *sc.RunAsUser == int64(uid) {
-		return fmt.Sprintf("pod %s sets securityContext.runAsUser=%d: %s", podName(pod), uid, fix())
-	}
-	check := func(kind, name string, sc *corev1.SecurityContext) string {
-		if sc != nil && sc.RunAsUser != nil && *sc.RunAsUser == int64(uid) {
-			return fmt.Sprintf("%s %q of pod %s runs as UID %d: %s", kind, name, podName(pod), uid, fix())
-		}
-		return ""
-	}
-	return firstDenial(pod, check)
-}
-
 // block gives a pod that asked for no role the init step in block mode.
+// Block mode rejects metadata traffic from every process: no mark is exempt.
 func block(pod *corev1.Pod, cfg Config) Result {
-	port, _ := choosePorts(pod, cfg)
+	port, _, err := choosePorts(pod, cfg)
+	if err != nil {
+		return denied("%v", err)
+	}
+	drops := netRawPatch(pod, cfg)
 	key := newPatchKey(cfg, pod)
 	key.block, key.port = true, port
 	if b, ok := cfg.Caches.patch(key); ok {
-		return Result{Outcome: Blocked, Patch: b}
+		return Result{Outcome: Blocked, Patch: drops.prepend(b)}
 	}
-	init := initContainer(cfg, contract.InitConfig{Port: port, ExcludeUID: cfg.SidecarUID, IPv6: contract.IPv6Auto, Block: true})
+	init := initContainer(cfg, contract.InitConfig{Port: port, IPv6: contract.IPv6Auto, Block: true})
 	var p patch
 	p.prependInit(pod, init)
 	p.annotate(pod, map[string]string{contract.AnnotationStatus: StatusBlocked})
 	b := p.bytes()
 	cfg.Caches.storePatch(key, b)
-	return Result{Outcome: Blocked, Patch: b}
+	return Result{Outcome: Blocked, Patch: drops.prepend(b)}
 }
 
 // inject resolves and checks role, then adds the init step and the agent.
@@ -189,7 +177,14 @@ func inject(pod *corev1.Pod, ns Namespace, role string, cfg Config) Result {
 		serve.SessionName = v
 	}
 
-	port, health := choosePorts(pod, cfg)
+	port, health, err := choosePorts(pod, cfg)
+	if err != nil {
+		return denied("%v", err)
+	}
+	// NET_RAW leaves every other container (see netraw.go). These operations
+	// address the pod's containers by their current indexes, so they go
+	// before the cached part, which inserts podrole's containers.
+	drops := netRawPatch(pod, cfg)
 	var vol corev1.Volume
 	if cfg.Source == contract.SourceWebIdentity {
 		vol = tokenVolume(pod)
@@ -199,13 +194,20 @@ func inject(pod *corev1.Pod, ns Namespace, role string, cfg Config) Result {
 	key := newPatchKey(cfg, pod)
 	key.arn, key.externalID, key.sessionName, key.port, key.health, key.volume = arn, serve.ExternalID, serve.SessionName, port, health, vol.Name
 	if b, ok := cfg.Caches.patch(key); ok {
-		return Result{Outcome: Injected, Patch: b, RoleARN: arn}
+		return Result{Outcome: Injected, Patch: drops.prepend(b), RoleARN: arn}
 	}
 	serve.Listen = fmt.Sprintf("127.0.0.1:%d", port)
 	serve.HealthListen = fmt.Sprintf(":%d", health)
 
 	var p patch
-	init := initContainer(cfg, contract.InitConfig{Port: port, ExcludeUID: cfg.SidecarUID, IPv6: contract.IPv6Auto})
+	// With --source=node the agent reaches the node's metadata service with
+	// its sockets marked, and podrole-init exempts exactly that mark; with
+	// web identity it needs no way out, so nothing is exempt.
+	ic := contract.InitConfig{Port: port, IPv6: contract.IPv6Auto}
+	if cfg.Source == contract.SourceNode {
+		ic.AgentMark = contract.DefaultAgentMark
+	}
+	init := initContainer(cfg, ic)
 	agent := agentContainer(cfg, serve, health)
 	if cfg.Source == contract.SourceWebIdentity {
 		agent.VolumeMounts = []corev1.VolumeMount{{Name: vol.Name, MountPath: tokenDir(), ReadOnly: true}}
@@ -223,12 +225,14 @@ func inject(pod *corev1.Pod, ns Namespace, role string, cfg Config) Result {
 	p.annotate(pod, map[string]string{contract.AnnotationStatus: contract.StatusInjected, contract.AnnotationRoleARN: arn})
 	b := p.bytes()
 	cfg.Caches.storePatch(key, b)
-	return Result{Outcome: Injected, Patch: b, RoleARN: arn}
+	return Result{Outcome: Injected, Patch: drops.prepend(b), RoleARN: arn}
 }
 
 // choosePorts returns the agent's IMDS and health ports: the configured ones,
-// each moved up to the next port no container of the pod declares.
-func choosePorts(pod *corev1.Pod, cfg Config) (port, health int) {
+// each moved up to the next port no container of the pod declares (wrapping
+// from 65535 to 1024). A pod declaring every candidate gets an error: the
+// search is bounded, one pass over the range, whatever the pod holds.
+func choosePorts(pod *corev1.Pod, cfg Config) (port, health int, err error) {
 	used := map[int]bool{}
 	mark := func(cs []corev1.Container) {
 		for _, c := range cs {
@@ -244,19 +248,30 @@ func choosePorts(pod *corev1.Pod, cfg Config) (port, health int) {
 			used[int(p.ContainerPort)] = true
 		}
 	}
-	free := func(p int) int {
-		// A pod declares at most a few thousand ports, so this terminates well
-		// inside the range; wrap to 1024 rather than leave it.
-		for used[p] {
-			p++
-			if p > 65535 {
-				p = 1024
+	free := func(what string, p int) (int, error) {
+		for range maxPort {
+			if !used[p] {
+				used[p] = true
+				return p, nil
+			}
+			if p++; p > maxPort {
+				p = minSearchPort
 			}
 		}
-		used[p] = true
-		return p
+		return 0, fmt.Errorf("pod %s declares every container port podrole could give its agent's %s port (%d-%d): podrole needs two ports no container declares; declare fewer ports", podName(pod), what, minSearchPort, maxPort)
 	}
-	port = free(cfg.SidecarPort)
-	health = free(cfg.HealthPort)
-	return port, health
+	if port, err = free("IMDS", cfg.SidecarPort); err != nil {
+		return 0, 0, err
+	}
+	if health, err = free("health", cfg.HealthPort); err != nil {
+		return 0, 0, err
+	}
+	return port, health, nil
 }
+
+// The port search wraps from maxPort to minSearchPort, above the privileged
+// ports an app might bind without declaring.
+const (
+	minSearchPort = 1024
+	maxPort       = 65535
+)

@@ -69,6 +69,24 @@ func (p patch) bytes() []byte {
 	return b
 }
 
+// prepend returns p's operations followed by those of b, an encoded patch
+// (a cached one, say). b is not modified.
+func (p patch) prepend(b []byte) []byte {
+	if len(p) == 0 {
+		return b
+	}
+	head := p.bytes()
+	out := make([]byte, 0, len(head)+len(b))
+	out = append(out, head[:len(head)-1]...)
+	if rest := b[1:]; len(rest) > 1 { // b is "[...]"; "[]" adds nothing
+		out = append(out, ',')
+		out = append(out, rest...)
+	} else {
+		out = append(out, ']')
+	}
+	return out
+}
+
 // escape encodes a JSON Pointer reference token (RFC 6901): ~ then /.
 func escape(s string) string {
 	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")

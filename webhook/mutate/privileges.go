@@ -17,8 +17,9 @@ import (
 // it gets an agent or only the block step. With allowNetAdmin, NET_ADMIN alone
 // is let through (service mesh init containers need it).
 //
-// NET_RAW is deliberately not refused: it is in the runtimes' default set,
-// and the README documents the raw-socket limit.
+// NET_RAW is handled apart (netraw.go): it is in the runtimes' default set,
+// so it is dropped from every container rather than refused, and refused
+// only when a container adds it.
 func checkNetworkPrivileges(pod *corev1.Pod, allowNetAdmin bool) string {
 	optOut := fmt.Sprintf("or, if the pod must run unprotected, label it %s=%s (it then gets no role and no metadata block)",
 		contract.LabelInject, contract.InjectDisabled)

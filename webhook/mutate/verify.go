@@ -3,7 +3,9 @@ package mutate
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"path"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -18,18 +20,19 @@ import (
 // API server re-invoking the webhook after a later mutating webhook changed
 // the pod it had just injected: reinvocationPolicy IfNeeded). Trusting
 // the annotation would let anyone skip injection, or bring a hand-written
-// podrole-agent with a role the namespace does not allow; so the pod is
-// admitted unchanged only when its podrole containers are exactly what the
-// webhook would inject for it now, and refused otherwise. Every check of a
-// fresh pod (privileges, UIDs, role) runs again on the rest of the pod, so a
-// container a later webhook added is judged as if the user had written it.
+// podrole-agent with a role the namespace does not allow, or a podrole-init
+// told by an envFrom, a probe or a lifecycle hook to install nothing; so the
+// pod is admitted only when its podrole containers are, field by field,
+// exactly what the webhook would inject for it now, and refused otherwise.
+// Every check of a fresh pod (privileges, host access, role) runs again on
+// the rest of the pod, so a container a later webhook added is judged as if
+// the user had written it; one that keeps NET_RAW gets it dropped (outcome
+// Patched; the validating webhook refuses instead, see ValidateCreate).
 func verifyInjected(pod *corev1.Pod, ns Namespace, cfg Config) Result {
 	stripped := pod.DeepCopy()
 	delete(stripped.Annotations, contract.AnnotationStatus)
 	delete(stripped.Annotations, contract.AnnotationRoleARN)
-	ours := func(c corev1.Container) bool {
-		return c.Name == contract.InitContainerName || c.Name == contract.AgentContainerName
-	}
+	ours := func(c corev1.Container) bool { return isPodroleContainer(c.Name) }
 	stripped.Spec.InitContainers = slices.DeleteFunc(stripped.Spec.InitContainers, ours)
 	stripped.Spec.Containers = slices.DeleteFunc(stripped.Spec.Containers, ours)
 	stripped.Spec.Volumes = slices.DeleteFunc(stripped.Spec.Volumes, func(v corev1.Volume) bool {
@@ -66,14 +69,33 @@ func verifyInjected(pod *corev1.Pod, ns Namespace, cfg Config) Result {
 			contract.AnnotationStatus, contract.AnnotationRoleARN, contract.InitContainerName, contract.AgentContainerName,
 			contract.InitContainerName, contract.AgentContainerName)
 	}
+	// A container a later webhook added after podrole's patch keeps NET_RAW
+	// unless it is dropped now (outcome Patched, not a refusal: the later
+	// webhook did nothing wrong).
+	if drops := netRawPatch(pod, cfg); len(drops) > 0 {
+		return Result{Outcome: Patched, Patch: drops.bytes(), RoleARN: res.RoleARN,
+			Message: "pod already has " + contract.AnnotationStatus + " and its podrole containers match; NET_RAW dropped from containers added after injection"}
+	}
 	return Result{Outcome: Skipped, Message: "pod already has " + contract.AnnotationStatus + " and its podrole containers match", RoleARN: res.RoleARN}
 }
 
-// differs compares what matters for protection: container order, the
-// annotations podrole writes, and each podrole container's image, command,
-// arguments, environment, ports, mounts, security context and restart
-// policy. Fields the API server defaults (probes' thresholds, pull policy,
-// termination message path) are not compared.
+// differs compares container order, the annotations podrole writes, and
+// each podrole container whole: every field of corev1.Container, after the
+// API server's defaults are applied to both sides (defaultContainer). Three
+// differences are tolerated because in-tree admission plugins make them
+// after podrole's patch (with reinvocationPolicy IfNeeded the API server
+// re-runs them), and none gives another container anything:
+//   - the ServiceAccount plugin's read-only API token mount, which it adds
+//     to every container (see mountsDiffer); no other mount;
+//   - resource requests and limits of resources podrole does not set
+//     (LimitRanger fills a namespace's defaults into every container; see
+//     resourcesDiffer); every quantity podrole sets must be unchanged;
+//   - imagePullPolicy Always (the AlwaysPullImages plugin sets it on every
+//     container; it pulls the same image reference).
+//
+// Anything else (envFrom, env, probes, lifecycle, ports, securityContext,
+// workingDir, stdin, resizePolicy, restart rules, a field added to the API
+// later...) must be equal.
 func differs(got, want *corev1.Pod) string {
 	for _, k := range []string{contract.AnnotationStatus, contract.AnnotationRoleARN} {
 		if got.Annotations[k] != want.Annotations[k] {
@@ -87,38 +109,128 @@ func differs(got, want *corev1.Pod) string {
 		if g, w := containerNames(l.got), containerNames(l.want); !slices.Equal(g, w) {
 			return fmt.Sprintf("its %s are %v, not %v", l.what, g, w)
 		}
-		for i, w := range l.want {
-			if w.Name != contract.InitContainerName && w.Name != contract.AgentContainerName {
+		for i := range l.want {
+			if !isPodroleContainer(l.want[i].Name) {
 				continue
 			}
-			g := l.got[i]
-			for _, f := range []struct {
-				field     string
-				got, want any
-			}{
-				{"image", g.Image, w.Image}, {"command", g.Command, w.Command}, {"args", g.Args, w.Args},
-				{"env", defaultEnv(g.Env), defaultEnv(w.Env)}, {"ports", g.Ports, w.Ports},
-				{"securityContext", g.SecurityContext, w.SecurityContext}, {"restartPolicy", g.RestartPolicy, w.RestartPolicy},
-			} {
-				if !equality.Semantic.DeepEqual(f.got, f.want) {
-					return fmt.Sprintf("its %s container's %s differs from the one podrole injects", w.Name, f.field)
-				}
+			if why := containerDiffers(&l.got[i], &l.want[i], got.Spec.Volumes); why != "" {
+				return fmt.Sprintf("its %s container's %s", l.want[i].Name, why)
 			}
-			if why := mountsDiffer(g.VolumeMounts, w.VolumeMounts); why != "" {
-				return fmt.Sprintf("its %s container's volumeMounts differ from the ones podrole injects: %s", w.Name, why)
+			// The volumes behind podrole's mounts (the web-identity token)
+			// must be podrole's too: a projected ConfigMap named like the
+			// token volume would hand the agent a token of the pod's choice.
+			for _, m := range l.want[i].VolumeMounts {
+				if why := volumeDiffers(got.Spec.Volumes, want.Spec.Volumes, m.Name); why != "" {
+					return fmt.Sprintf("its volume %q (mounted by %s) %s", m.Name, l.want[i].Name, why)
+				}
 			}
 		}
 	}
 	return ""
 }
 
-// mountsDiffer allows mounts beyond ours, because in-tree admission plugins
-// add them: with reinvocationPolicy IfNeeded the API server re-runs the
-// ServiceAccount plugin after our patch, and it mounts the pod's API token
-// into every container, ours included. Each mount podrole injects must be
-// there unchanged, and no other mount may sit on, above or below one of its
-// paths (that could swap the web-identity token the agent reads).
-func mountsDiffer(got, want []corev1.VolumeMount) string {
+// volumeDiffers compares the volume named name in got and want, after the
+// API server's defaults for projected volumes.
+func volumeDiffers(got, want []corev1.Volume, name string) string {
+	find := func(vs []corev1.Volume) *corev1.Volume {
+		for i := range vs {
+			if vs[i].Name == name {
+				v := vs[i].DeepCopy()
+				defaultVolume(v)
+				return v
+			}
+		}
+		return nil
+	}
+	g, w := find(got), find(want)
+	switch {
+	case g == nil:
+		return "is missing"
+	case !equality.Semantic.DeepEqual(g, w):
+		return "differs from the one podrole injects"
+	}
+	return ""
+}
+
+// containerType lists corev1.Container's fields once, for containerDiffers.
+var containerType = reflect.TypeFor[corev1.Container]()
+
+// containerDiffers names the first field of got that differs from want
+// (see differs for the three tolerated differences), or "". volumes are
+// got's pod's.
+func containerDiffers(got, want *corev1.Container, volumes []corev1.Volume) string {
+	g, w := got.DeepCopy(), want.DeepCopy()
+	defaultContainer(g)
+	defaultContainer(w)
+	gv, wv := reflect.ValueOf(g).Elem(), reflect.ValueOf(w).Elem()
+	for i := range containerType.NumField() {
+		f := containerType.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch f.Name {
+		case "VolumeMounts":
+			if why := mountsDiffer(g.VolumeMounts, w.VolumeMounts, volumes); why != "" {
+				return "volumeMounts differ from the ones podrole injects: " + why
+			}
+			continue
+		case "Resources":
+			if why := resourcesDiffer(g.Resources, w.Resources); why != "" {
+				return "resources differ from the ones podrole injects: " + why
+			}
+			continue
+		case "ImagePullPolicy":
+			if g.ImagePullPolicy == corev1.PullAlways {
+				continue
+			}
+		}
+		if !equality.Semantic.DeepEqual(gv.Field(i).Interface(), wv.Field(i).Interface()) {
+			return name + " differs from the one podrole injects"
+		}
+	}
+	return ""
+}
+
+// resourcesDiffer requires every request and limit podrole sets, unchanged,
+// and the same resource claims; other resources may have been added (the
+// LimitRanger plugin fills a namespace's LimitRange defaults into every
+// container, podrole's included). Those only constrain podrole's own
+// container in the pod that carries it.
+func resourcesDiffer(got, want corev1.ResourceRequirements) string {
+	for _, l := range []struct {
+		what      string
+		got, want corev1.ResourceList
+	}{{"requests", got.Requests, want.Requests}, {"limits", got.Limits, want.Limits}} {
+		for _, k := range slices.Sorted(maps.Keys(l.want)) {
+			w := l.want[k]
+			if g, ok := l.got[k]; !ok || g.Cmp(w) != 0 {
+				return fmt.Sprintf("%s.%s is %q, not %q", l.what, k, quantityString(l.got, k), w.String())
+			}
+		}
+	}
+	if !equality.Semantic.DeepEqual(got.Claims, want.Claims) {
+		return "claims differ"
+	}
+	return ""
+}
+
+func quantityString(l corev1.ResourceList, k corev1.ResourceName) string {
+	if q, ok := l[k]; ok {
+		return q.String()
+	}
+	return ""
+}
+
+// serviceAccountMountPath is where the ServiceAccount admission plugin
+// mounts the pod's API token into every container.
+const serviceAccountMountPath = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+// mountsDiffer requires each mount podrole injects, unchanged, and allows
+// one more: the ServiceAccount plugin's. With reinvocationPolicy IfNeeded the
+// API server re-runs that plugin after podrole's patch, and it mounts the
+// pod's API token (a projected volume) read-only at serviceAccountMountPath
+// into every container, podrole's included. Any other mount is refused: a
+// ConfigMap with an executable "iptables-restore" mounted over podrole-init's
+// binaries would install no rules. volumes are the pod's.
+func mountsDiffer(got, want []corev1.VolumeMount, volumes []corev1.Volume) string {
 	for _, w := range want {
 		if !slices.ContainsFunc(got, func(g corev1.VolumeMount) bool { return equality.Semantic.DeepEqual(g, w) }) {
 			return fmt.Sprintf("%s is not mounted at %s as podrole mounts it", w.Name, w.MountPath)
@@ -128,13 +240,23 @@ func mountsDiffer(got, want []corev1.VolumeMount) string {
 		if slices.ContainsFunc(want, func(w corev1.VolumeMount) bool { return equality.Semantic.DeepEqual(g, w) }) {
 			continue
 		}
-		for _, w := range want {
-			if pathsOverlap(g.MountPath, w.MountPath) {
-				return fmt.Sprintf("%s at %s overlaps podrole's mount at %s", g.Name, g.MountPath, w.MountPath)
-			}
+		if !serviceAccountMount(g, volumes) {
+			return fmt.Sprintf("%s at %s is not a mount podrole injects (only the ServiceAccount admission plugin's read-only API token mount at %s is tolerated)", g.Name, g.MountPath, serviceAccountMountPath)
 		}
 	}
 	return ""
+}
+
+// serviceAccountMount reports whether m is the ServiceAccount plugin's:
+// read-only at serviceAccountMountPath, the whole of a projected volume, no
+// mount propagation. Such a mount overlaps none of podrole's paths.
+func serviceAccountMount(m corev1.VolumeMount, volumes []corev1.Volume) bool {
+	if path.Clean(m.MountPath) != serviceAccountMountPath || !m.ReadOnly || m.SubPath != "" || m.SubPathExpr != "" ||
+		(m.MountPropagation != nil && *m.MountPropagation != corev1.MountPropagationNone) {
+		return false
+	}
+	i := slices.IndexFunc(volumes, func(v corev1.Volume) bool { return v.Name == m.Name })
+	return i >= 0 && volumes[i].Projected != nil
 }
 
 // pathsOverlap reports whether a is b, or one lies below the other.
@@ -147,20 +269,6 @@ func containerNames(cs []corev1.Container) []string {
 	out := make([]string, len(cs))
 	for i, c := range cs {
 		out[i] = c.Name
-	}
-	return out
-}
-
-// defaultEnv applies the API server's one default in our env entries
-// (fieldRef.apiVersion v1), so a stored pod compares equal to a fresh patch.
-func defaultEnv(env []corev1.EnvVar) []corev1.EnvVar {
-	out := make([]corev1.EnvVar, len(env))
-	for i, e := range env {
-		if e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.APIVersion == "" {
-			e.ValueFrom = e.ValueFrom.DeepCopy()
-			e.ValueFrom.FieldRef.APIVersion = "v1"
-		}
-		out[i] = e
 	}
 	return out
 }

@@ -1,7 +1,10 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -83,14 +86,18 @@ func debugContainer(name string, sc *corev1.SecurityContext) corev1.EphemeralCon
 
 // TestEphemeralContainersHTTP: kubectl debug on a pod podrole protects is
 // refused when the debug container could undo the redirect (the profiles
-// netadmin and sysadmin, the agent's UID) and allowed otherwise, without a
-// patch; pods podrole never touched are not judged; odd requests are
-// refused, never allowed blind.
+// netadmin and sysadmin) or targets podrole-agent, and allowed otherwise:
+// /mutate patches NET_RAW out of it, /validate refuses it until it is out;
+// pods podrole never touched are not judged; odd requests are refused, never
+// allowed blind.
 func TestEphemeralContainersHTTP(t *testing.T) {
 	netAdmin := &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN", "NET_RAW"}}}
 	privileged := &corev1.SecurityContext{Privileged: new(true)}
 	ptrace := &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"SYS_PTRACE"}}}
 	agentUID := &corev1.SecurityContext{RunAsUser: new(int64(contract.DefaultSidecarUID))}
+	restricted := &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}
+	targeting := debugContainer("debugger", ptrace)
+	targeting.TargetContainerName = contract.AgentContainerName
 
 	s, _ := newTestServer(t)
 	injected := storedPod(t, s, map[string]string{contract.AnnotationRole: "app"})
@@ -115,19 +122,25 @@ func TestEphemeralContainersHTTP(t *testing.T) {
 		{name: "sysadmin profile on a blocked pod",
 			body:    ephemeralReviewJSON("e2", "Pod", admissionv1.Update, blocked, withEphemeral(t, blocked, debugContainer("debugger", privileged))),
 			message: `ephemeral container "debugger" of pod "app" is privileged`, code: 403, result: "denied"},
-		{name: "agent's UID on an injected pod",
+		{name: "the agent's former UID grants nothing: allowed, NET_RAW dropped",
 			body:    ephemeralReviewJSON("e3", "Pod", admissionv1.Update, injected, withEphemeral(t, injected, debugContainer("debugger", agentUID))),
-			message: `runs as UID 47181, the UID of podrole-agent`, code: 403, result: "denied"},
-		{name: "general profile allowed",
+			allowed: true, result: "patched"},
+		{name: "general profile allowed, NET_RAW dropped",
 			body:    ephemeralReviewJSON("e4", "Pod", admissionv1.Update, injected, withEphemeral(t, injected, debugContainer("debugger", ptrace))),
-			allowed: true, result: "skipped"},
-		{name: "agent's UID on a blocked pod allowed (no agent, every UID blocked)",
+			allowed: true, result: "patched"},
+		{name: "blocked pod: allowed, NET_RAW dropped",
 			body:    ephemeralReviewJSON("e5", "Pod", admissionv1.Update, blocked, withEphemeral(t, blocked, debugContainer("debugger", agentUID))),
+			allowed: true, result: "patched"},
+		{name: "restricted profile allowed as is",
+			body:    ephemeralReviewJSON("e5b", "Pod", admissionv1.Update, injected, withEphemeral(t, injected, debugContainer("debugger", restricted))),
 			allowed: true, result: "skipped"},
+		{name: "kubectl debug --target=podrole-agent refused",
+			body:    ephemeralReviewJSON("e5c", "Pod", admissionv1.Update, injected, withEphemeral(t, injected, targeting)),
+			message: `ephemeral container "debugger" of pod "app" targets podrole-agent`, code: 403, result: "denied"},
 		{name: "pod without status is not judged",
 			body:    ephemeralReviewJSON("e6", "Pod", admissionv1.Update, plain, withEphemeral(t, plain, debugContainer("debugger", privileged))),
 			allowed: true, result: "skipped"},
-		{name: "--allow-net-admin lets NET_ADMIN through", allowNetAdmin: true,
+		{name: "--allow-net-admin and --allow-net-raw let the netadmin profile through", allowNetAdmin: true,
 			body:    ephemeralReviewJSON("e7", "Pod", admissionv1.Update, injected, withEphemeral(t, injected, debugContainer("debugger", netAdmin))),
 			allowed: true, result: "skipped"},
 		{name: "--allow-net-admin does not admit privileged", allowNetAdmin: true,
@@ -151,21 +164,13 @@ func TestEphemeralContainersHTTP(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, _ := newTestServerWith(t, func(c *mutate.Config) { c.AllowNetAdmin = tt.allowNetAdmin })
-			rec := post(s.Handler(), tt.body, "application/json")
-			if rec.Code != 200 {
-				t.Fatalf("status %d: %s", rec.Code, rec.Body.String())
-			}
-			var out admissionv1.AdmissionReview
-			if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || out.Response == nil {
-				t.Fatalf("not an AdmissionReview: %v %s", err, rec.Body.String())
-			}
-			r := out.Response
+			s, _ := newTestServerWith(t, func(c *mutate.Config) { c.AllowNetAdmin, c.AllowNetRaw = tt.allowNetAdmin, tt.allowNetAdmin })
+			r := answer(t, s, "/mutate", tt.body)
 			if r.Allowed != tt.allowed {
 				t.Fatalf("allowed %v, want %v (%+v)", r.Allowed, tt.allowed, r.Result)
 			}
-			if len(r.Patch) > 0 || r.PatchType != nil {
-				t.Errorf("ephemeral container answer has a patch: %s", r.Patch)
+			if (len(r.Patch) > 0) != (tt.result == "patched") {
+				t.Errorf("result %s with patch %s", tt.result, r.Patch)
 			}
 			if !tt.allowed && (r.Result == nil || r.Result.Code != tt.code || !strings.Contains(r.Result.Message, tt.message)) {
 				t.Errorf("result %+v, want code %d and message containing %q", r.Result, tt.code, tt.message)
@@ -173,15 +178,71 @@ func TestEphemeralContainersHTTP(t *testing.T) {
 			if got := testutil.ToFloat64(s.admissions.WithLabelValues(tt.result)); got != 1 {
 				t.Errorf("admissions{result=%q} = %v, want 1", tt.result, got)
 			}
+
+			// /validate gives the same answer, except that what /mutate
+			// patches is refused there (the patch is missing), and is
+			// admitted once patched.
+			v := answer(t, s, "/validate", tt.body)
+			want, vresult := tt.allowed, map[string]string{"skipped": "allowed", "patched": "denied"}[tt.result]
+			if vresult == "" {
+				vresult = tt.result
+			}
+			if tt.result == "patched" {
+				want = false
+				if v.Result == nil || !strings.Contains(v.Result.Message, "does not drop NET_RAW") {
+					t.Errorf("/validate result %+v, want a NET_RAW refusal", v.Result)
+				}
+			}
+			if v.Allowed != want || len(v.Patch) > 0 {
+				t.Errorf("/validate allowed %v patch %s, want allowed %v (%+v)", v.Allowed, v.Patch, want, v.Result)
+			}
+			if got := testutil.ToFloat64(s.validations.WithLabelValues(vresult)); got != 1 {
+				t.Errorf("validations{result=%q} = %v, want 1", vresult, got)
+			}
+			if tt.result == "patched" {
+				var req admissionv1.AdmissionReview
+				if err := json.Unmarshal(tt.body, &req); err != nil {
+					t.Fatal(err)
+				}
+				p, err := jsonpatch.DecodePatch(r.Patch)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if req.Request.Object.Raw, err = p.Apply(req.Request.Object.Raw); err != nil {
+					t.Fatal(err)
+				}
+				body, _ := json.Marshal(&req)
+				if v := answer(t, s, "/validate", body); !v.Allowed {
+					t.Errorf("/validate refuses the patched request: %+v", v.Result)
+				}
+			}
 		})
 	}
+}
+
+// answer posts body to path and returns the AdmissionReview's response.
+func answer(t *testing.T, s *Server, path string, body []byte) *admissionv1.AdmissionResponse {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	rec := httptest.NewRecorder()
+	s.Handler().ServeHTTP(rec, req)
+	if rec.Code != 200 {
+		t.Fatalf("%s: status %d: %s", path, rec.Code, rec.Body.String())
+	}
+	var out admissionv1.AdmissionReview
+	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || out.Response == nil {
+		t.Fatalf("%s: not an AdmissionReview: %v %s", path, err, rec.Body.String())
+	}
+	return out.Response
 }
 
 // TestReinvocationHTTP: with reinvocationPolicy IfNeeded the API server
 // sends the pod again, already injected, after a later webhook changed it.
 // Unchanged podrole containers and nothing dangerous: allowed with no patch
-// (a second patch would add duplicate containers); a NET_ADMIN container the
-// later webhook added: refused.
+// (a second patch would add duplicate containers) but the one that takes
+// NET_RAW from a container the later webhook added; a NET_ADMIN container
+// the later webhook added: refused.
 func TestReinvocationHTTP(t *testing.T) {
 	s, _ := newTestServer(t)
 	injected := storedPod(t, s, map[string]string{contract.AnnotationRole: "app"})
@@ -198,13 +259,15 @@ func TestReinvocationHTTP(t *testing.T) {
 		name    string
 		pod     []byte
 		allowed bool
+		patch   string
 		message string
 	}{
-		{"nothing added", injected, true, ""},
-		{"harmless container added", addContainer(corev1.Container{Name: "log-shipper", Image: "registry.example/shipper:1"}), true, ""},
+		{"nothing added", injected, true, "", ""},
+		{"harmless container added", addContainer(corev1.Container{Name: "log-shipper", Image: "registry.example/shipper:1"}), true,
+			`[{"op":"add","path":"/spec/containers/1/securityContext","value":{"capabilities":{"drop":["NET_RAW"]}}}]`, ""},
 		{"NET_ADMIN container added", addContainer(corev1.Container{Name: "mesh-proxy", Image: "registry.example/proxy:1",
 			SecurityContext: &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}}}}),
-			false, `podrole: container "mesh-proxy" of pod "app" adds capability "NET_ADMIN"`},
+			false, "", `podrole: container "mesh-proxy" of pod "app" adds capability "NET_ADMIN"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -214,8 +277,8 @@ func TestReinvocationHTTP(t *testing.T) {
 				t.Fatalf("not an AdmissionReview: %v %s", err, rec.Body.String())
 			}
 			r := out.Response
-			if r.Allowed != tt.allowed || len(r.Patch) > 0 {
-				t.Fatalf("allowed %v patch %s, want allowed %v and no patch (%+v)", r.Allowed, r.Patch, tt.allowed, r.Result)
+			if r.Allowed != tt.allowed || string(r.Patch) != tt.patch {
+				t.Fatalf("allowed %v patch %s, want allowed %v and patch %s (%+v)", r.Allowed, r.Patch, tt.allowed, tt.patch, r.Result)
 			}
 			if !tt.allowed && (r.Result == nil || !strings.Contains(r.Result.Message, tt.message)) {
 				t.Errorf("result %+v does not contain %q", r.Result, tt.message)

@@ -32,6 +32,9 @@ const MaxReviewBytes = 3 << 20
 // (bad request, namespace lookup failure, panic).
 const OutcomeError = "error"
 
+// ValidationAllowed is the metrics label of validating requests allowed.
+const ValidationAllowed = "allowed"
+
 // NamespaceGetter returns a namespace's labels and annotations.
 type NamespaceGetter interface {
 	Namespace(ctx context.Context, name string) (mutate.Namespace, error)
@@ -65,12 +68,15 @@ type Options struct {
 
 // Server handles admission requests.
 type Server struct {
-	opts       Options
-	admissions *prometheus.CounterVec
-	// outcomes are admissions' children by result, resolved once: a
-	// WithLabelValues per request hashes the label and takes a lock.
-	outcomes map[string]prometheus.Counter
-	latency  prometheus.Histogram
+	opts        Options
+	admissions  *prometheus.CounterVec
+	validations *prometheus.CounterVec
+	// outcomes are admissions' children by result (validated: validations'),
+	// resolved once: a WithLabelValues per request hashes the label and
+	// takes a lock.
+	outcomes  map[string]prometheus.Counter
+	validated map[string]prometheus.Counter
+	latency   prometheus.Histogram
 	// buffers hold request and response bodies between requests (*bytes.Buffer).
 	buffers sync.Pool
 }
@@ -96,7 +102,11 @@ func New(opts Options) (*Server, error) {
 		opts: opts,
 		admissions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "podrole_webhook_admissions_total",
-			Help: "Pod admission requests by result: injected, blocked, skipped, denied or error.",
+			Help: "Mutating admission requests (/mutate) by result: injected, blocked, patched, skipped, denied or error.",
+		}, []string{"result"}),
+		validations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "podrole_webhook_validations_total",
+			Help: "Validating admission requests (/validate) by result: allowed, denied or error.",
 		}, []string{"result"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "podrole_webhook_admission_duration_seconds",
@@ -104,25 +114,31 @@ func New(opts Options) (*Server, error) {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}),
 	}
-	for _, c := range []prometheus.Collector{s.admissions, s.latency} {
+	for _, c := range []prometheus.Collector{s.admissions, s.validations, s.latency} {
 		if err := opts.Registry.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
 	}
 	// Every result appears in /metrics from the start, so rates work at once.
 	s.outcomes = map[string]prometheus.Counter{}
-	for _, r := range []string{string(mutate.Injected), string(mutate.Blocked), string(mutate.Skipped), string(mutate.Denied), OutcomeError} {
+	for _, r := range []string{string(mutate.Injected), string(mutate.Blocked), string(mutate.Patched), string(mutate.Skipped), string(mutate.Denied), OutcomeError} {
 		s.outcomes[r] = s.admissions.WithLabelValues(r)
+	}
+	s.validated = map[string]prometheus.Counter{}
+	for _, r := range []string{ValidationAllowed, string(mutate.Denied), OutcomeError} {
+		s.validated[r] = s.validations.WithLabelValues(r)
 	}
 	s.buffers.New = func() any { return new(bytes.Buffer) }
 	return s, nil
 }
 
-// Handler serves /mutate, /healthz, /readyz and /metrics (the TLS listener).
+// Handler serves /mutate, /validate, /healthz, /readyz and /metrics (the
+// TLS listener).
 func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
 	r.Use(s.recoverer)
-	r.Post("/mutate", s.serveMutate)
+	r.Post("/mutate", func(w http.ResponseWriter, r *http.Request) { s.serveReview(w, r, s.review, s.count) })
+	r.Post("/validate", func(w http.ResponseWriter, r *http.Request) { s.serveReview(w, r, s.reviewValidate, s.countValidation) })
 	s.health(r)
 	return r
 }
@@ -170,7 +186,11 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 	})
 }
 
-func (s *Server) serveMutate(w http.ResponseWriter, r *http.Request) {
+// serveReview reads an AdmissionReview, decides it with decide, counts the
+// outcome with count and writes the answer: the one path of /mutate and
+// /validate.
+func (s *Server) serveReview(w http.ResponseWriter, r *http.Request,
+	decide func(context.Context, *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, string), count func(string)) {
 	start := time.Now()
 	defer func() { s.latency.Observe(time.Since(start).Seconds()) }()
 
@@ -178,14 +198,14 @@ func (s *Server) serveMutate(w http.ResponseWriter, r *http.Request) {
 	defer s.putBuffer(buf)
 	review, status, err := readReview(w, r, buf)
 	if err != nil {
-		s.count(OutcomeError)
+		count(OutcomeError)
 		s.opts.Logger.Warn("bad admission request", "remote", r.RemoteAddr, "error", err.Error())
 		http.Error(w, err.Error(), status)
 		return
 	}
-	resp, outcome := s.review(r.Context(), review.Request)
+	resp, outcome := decide(r.Context(), review.Request)
 	resp.UID = review.Request.UID
-	s.count(outcome)
+	count(outcome)
 
 	// The request body is decoded (and copied) by now, so buf is free again.
 	// Encode is Marshal plus a newline, which is not sent.
@@ -208,6 +228,19 @@ func (s *Server) count(outcome string) {
 	c, ok := s.outcomes[outcome]
 	if !ok {
 		c = s.admissions.WithLabelValues(outcome)
+	}
+	c.Inc()
+}
+
+// countValidation adds one validating request; a decision that allowed the
+// request (outcome skipped) counts as allowed.
+func (s *Server) countValidation(outcome string) {
+	if outcome == string(mutate.Skipped) {
+		outcome = ValidationAllowed
+	}
+	c, ok := s.validated[outcome]
+	if !ok {
+		c = s.validations.WithLabelValues(outcome)
 	}
 	c.Inc()
 }
@@ -281,7 +314,7 @@ func (s *Server) review(ctx context.Context, req *admissionv1.AdmissionRequest) 
 			log.Debug("ephemeralcontainers request that is not an update; allowed", "kind", req.Kind.String())
 			return allow, string(mutate.Skipped)
 		}
-		return s.reviewEphemeral(log.logger(), req)
+		return s.reviewEphemeral(log.logger(), req, mutate.CheckEphemeral)
 	}
 	// The webhook configuration sends pod CREATEs (and the ephemeralcontainers
 	// updates above); anything else is not ours to judge.
@@ -315,48 +348,71 @@ func (s *Server) review(ctx context.Context, req *admissionv1.AdmissionRequest) 
 	case mutate.Denied:
 		log.Info("pod denied", "reason", res.Message)
 		return refuse(http.StatusForbidden, res.Message), string(res.Outcome)
-	case mutate.Injected, mutate.Blocked:
+	case mutate.Injected, mutate.Blocked, mutate.Patched:
 		log.Info("pod mutated", "result", string(res.Outcome), "role_arn", res.RoleARN)
-		pt := admissionv1.PatchTypeJSONPatch
-		return &admissionv1.AdmissionResponse{Allowed: true, Patch: res.Patch, PatchType: &pt, Warnings: res.Warnings}, string(res.Outcome)
+		return patched(res), string(res.Outcome)
 	default:
 		log.Debug("pod skipped", "reason", res.Message)
 		return &admissionv1.AdmissionResponse{Allowed: true, Warnings: res.Warnings}, string(res.Outcome)
 	}
 }
 
-// reviewEphemeral decides an UPDATE of pods/ephemeralcontainers. The API
-// server sends the whole Pod as object (with the new list) and oldObject.
-// No namespace lookup: the pod itself says whether podrole injected it, and a
-// lookup failure would needlessly stop debug sessions.
-func (s *Server) reviewEphemeral(log *slog.Logger, req *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, string) {
+// reviewEphemeral decides an UPDATE of pods/ephemeralcontainers with decide
+// (mutate.CheckEphemeral on /mutate, mutate.ValidateEphemeral on /validate).
+// The API server sends the whole Pod as object (with the new list) and
+// oldObject. No namespace lookup: the pod itself says whether podrole
+// injected it, and a lookup failure would needlessly stop debug sessions.
+func (s *Server) reviewEphemeral(log *slog.Logger, req *admissionv1.AdmissionRequest, decide func(old, pod *corev1.Pod, cfg mutate.Config) mutate.Result) (*admissionv1.AdmissionResponse, string) {
 	if req.Kind.Group != "" || req.Kind.Kind != "Pod" {
 		// Kubernetes before 1.22 sent kind EphemeralContainers here; judging
 		// it as a Pod would see no containers and fail open.
 		log.Warn("ephemeralcontainers request is not a v1 Pod; refusing", "kind", req.Kind.String())
 		return refuse(http.StatusBadRequest, fmt.Sprintf("podrole: the ephemeralcontainers request carries kind %q, not a v1 Pod, so podrole cannot check the new containers; it needs Kubernetes 1.22 or later", req.Kind.String())), OutcomeError
 	}
+	old, pod, resp := decodePods(log, req, "its ephemeral containers")
+	if resp != nil {
+		return resp, OutcomeError
+	}
+	log = log.With("pod", pod.Name, "subresource", req.SubResource)
+	res := decide(old, pod, s.opts.Config)
+	switch res.Outcome {
+	case mutate.Denied:
+		log.Info("ephemeral container denied", "reason", res.Message)
+		return refuse(http.StatusForbidden, res.Message), string(res.Outcome)
+	case mutate.Patched:
+		log.Info("ephemeral containers patched", "reason", res.Message)
+		return patched(res), string(res.Outcome)
+	}
+	log.Debug("ephemeral containers allowed", "reason", res.Message)
+	return &admissionv1.AdmissionResponse{Allowed: true}, string(res.Outcome)
+}
+
+// decodePods decodes a request's object (required) and oldObject (may be
+// absent), or returns the refusal to send; what names what is being checked.
+func decodePods(log *slog.Logger, req *admissionv1.AdmissionRequest, what string) (old, pod *corev1.Pod, resp *admissionv1.AdmissionResponse) {
 	pod, err := decodePod(req.Object.Raw)
 	if err != nil || pod == nil {
 		if err == nil {
 			err = errors.New("the request has no object")
 		}
 		log.Warn("cannot decode pod", "error", err.Error())
-		return refuse(http.StatusBadRequest, fmt.Sprintf("podrole: cannot decode the pod to check its ephemeral containers: %v", err)), OutcomeError
+		return nil, nil, refuse(http.StatusBadRequest, fmt.Sprintf("podrole: cannot decode the pod to check %s: %v", what, err))
 	}
-	old, err := decodePod(req.OldObject.Raw)
+	old, err = decodePod(req.OldObject.Raw)
 	if err != nil {
 		log.Warn("cannot decode old pod", "error", err.Error())
-		return refuse(http.StatusBadRequest, fmt.Sprintf("podrole: cannot decode the stored pod (oldObject) to check its ephemeral containers: %v", err)), OutcomeError
+		return nil, nil, refuse(http.StatusBadRequest, fmt.Sprintf("podrole: cannot decode the stored pod (oldObject) to check %s: %v", what, err))
 	}
-	log = log.With("pod", pod.Name, "subresource", req.SubResource)
-	res := mutate.CheckEphemeral(old, pod, s.opts.Config)
-	if res.Outcome == mutate.Denied {
-		log.Info("ephemeral container denied", "reason", res.Message)
-		return refuse(http.StatusForbidden, res.Message), string(res.Outcome)
+	if pod.Namespace == "" {
+		pod.Namespace = req.Namespace
 	}
-	log.Debug("ephemeral containers allowed", "reason", res.Message)
-	return &admissionv1.AdmissionResponse{Allowed: true}, string(res.Outcome)
+	return old, pod, nil
+}
+
+// patched is the response allowing a request with res's JSONPatch.
+func patched(res mutate.Result) *admissionv1.AdmissionResponse {
+	pt := admissionv1.PatchTypeJSONPatch
+	return &admissionv1.AdmissionResponse{Allowed: true, Patch: res.Patch, PatchType: &pt, Warnings: res.Warnings}
 }
 
 // namespace looks name up, bounded by LookupTimeout. A cache hit needs no
