@@ -8,5 +8,6 @@
 //	go test -tags e2e -count=1 -timeout 20m ./e2e/...
 //
 // e2e/cluster holds the harness scripts, e2e/cmd the test binaries baked
-// into images (app, pause), e2e/tools/mkimage the registry-less image builder.
+// into images (app, hostile, pause), e2e/tools/mkimage the registry-less
+// image builder.
 package e2e

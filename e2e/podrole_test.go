@@ -17,7 +17,7 @@ import (
 // TestPodrole installs podrole into the running cluster, runs every scenario
 // against it in a fixed order, uninstalls it, and checks the host was left as
 // it was found. Subtests share the one installation; each makes its own
-// namespaces. `-run TestPodrole/1-` runs one scenario (install and uninstall
+// namespaces. `-run 'TestPodrole/^1-'` runs one scenario (install and uninstall
 // still happen around it).
 func TestPodrole(t *testing.T) {
 	e := loadEnv(t)
