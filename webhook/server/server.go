@@ -1,6 +1,8 @@
 // Package server is the webhook's HTTP layer: it decodes AdmissionReview v1
-// requests, looks the pod's namespace up, calls the pure mutation and encodes
-// the answer. It also serves /healthz, /readyz and /metrics.
+// requests, looks the pod's namespace up, calls the pure decisions of package
+// mutate (/mutate: injection; /validate: the validating webhook, see
+// reviewValidate) and encodes the answer. It also serves /healthz, /readyz and
+// /metrics.
 package server
 
 import (
