@@ -156,12 +156,13 @@ func TestAgainstAPIServer(t *testing.T) {
 				"--listen=" + addr, "--probe-listen=127.0.0.1:" + strconv.Itoa(probePort),
 				"--cert-dir=" + certDir, "--cert-reload-interval=100ms",
 				"--kubeconfig=" + cluster.Kubeconfig, "--log-level=info",
-			}, func(k string) string {
-				return map[string]string{
+			}, func(k string) (string, bool) {
+				v, ok := map[string]string{
 					"PODROLE_SIDECAR_IMAGE": testImage,
 					"PODROLE_BASE_ROLE_ARN": strings.TrimSuffix(testBase, "/"),
 					"PODROLE_REGION":        "eu-west-1",
 				}[k]
+				return v, ok
 			}, logs)
 		}(whDone)
 		if err := kubetest.WaitHTTPS(ctx, "http://127.0.0.1:"+strconv.Itoa(probePort)+"/readyz", nil); err != nil {

@@ -23,7 +23,7 @@ func runWebhook(ctx context.Context, t *testing.T, probePort int, args ...string
 	whCtx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
-		done <- run(whCtx, append(args, "--probe-listen=127.0.0.1:"+strconv.Itoa(probePort)), func(string) string { return "" }, logs)
+		done <- run(whCtx, append(args, "--probe-listen=127.0.0.1:"+strconv.Itoa(probePort)), func(string) (string, bool) { return "", false }, logs)
 	}()
 	t.Cleanup(func() {
 		stop()

@@ -35,7 +35,7 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stderr); err != nil {
+	if err := run(ctx, os.Args[1:], os.LookupEnv, os.Stderr); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			os.Exit(0)
 		}
@@ -62,7 +62,7 @@ type options struct {
 	inject         mutate.Config
 }
 
-func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*options, error) {
+func parseFlags(args []string, lookup func(string) (string, bool), stderr io.Writer) (*options, error) {
 	o := &options{inject: mutate.DefaultConfig()}
 	fs := flag.NewFlagSet("podrole-webhook", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -105,7 +105,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*o
 	fs.IntVar(&c.SidecarPort, "sidecar-port", c.SidecarPort, "agent's IMDS port on 127.0.0.1 (moved up when the pod declares it)")
 	fs.IntVar(&c.HealthPort, "health-port", c.HealthPort, "agent's health port for probes (moved up when the pod declares it)")
 
-	if err := envflag.Parse(fs, args, getenv); err != nil {
+	if err := envflag.ParseLookup(fs, args, lookup); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
@@ -159,8 +159,8 @@ func parseLevel(s string) (slog.Level, error) {
 }
 
 // run parses args, starts the servers and blocks until ctx is done.
-func run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
-	o, err := parseFlags(args, getenv, stderr)
+func run(ctx context.Context, args []string, lookup func(string) (string, bool), stderr io.Writer) error {
+	o, err := parseFlags(args, lookup, stderr)
 	if err != nil {
 		return err
 	}

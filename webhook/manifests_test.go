@@ -173,7 +173,7 @@ func TestManifests(t *testing.T) {
 			for name, v := range env {
 				args = append(args, "--"+strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(name, "PODROLE_")), "_", "-")+"="+v)
 			}
-			if _, err := parseFlags(args, func(string) string { return "" }, io.Discard); err != nil {
+			if _, err := parseFlags(args, func(string) (string, bool) { return "", false }, io.Discard); err != nil {
 				t.Errorf("Deployment env does not parse as webhook flags: %v", err)
 			}
 
