@@ -9,9 +9,13 @@ export KUBE_VERSION ?= v1.37.2
 
 GO_BUILD := CGO_ENABLED=0 go build -trimpath -ldflags "-s -w"
 
-.PHONY: all build tools deps kube unit test e2e demo cluster-up cluster-down images bench fuzz clean
+.PHONY: all help build tools deps kube unit test e2e demo cluster-up cluster-down images bench fuzz clean
 
 all: build
+
+## help: list the targets with what they do
+help:
+	@awk '/^## [a-z-]+:/ { sub(/^## /, ""); i = index($$0, ":"); printf "  %-13s %s\n", substr($$0, 1, i - 1), substr($$0, i + 2) }' $(MAKEFILE_LIST)
 
 ## build: bin/podrole-webhook and bin/podrole-sidecar (static)
 build:
@@ -54,6 +58,7 @@ unit: build
 test:
 	scripts/test.sh
 
+## clean: remove bin/
 clean:
 	rm -rf bin
 
