@@ -66,6 +66,11 @@ func checkEphemeral(old, pod *corev1.Pod, cfg Config, mutating bool) Result {
 			return denied("%s", d)
 		}
 	}
+	if len(fresh) > 0 {
+		if d := checkTokenMounts(pod, cfg); d != "" {
+			return denied("%s", d)
+		}
+	}
 	// NET_RAW last, so that both webhooks refuse a dangerous container with
 	// the same message whatever its position.
 	var drops patch

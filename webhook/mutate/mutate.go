@@ -93,6 +93,9 @@ func Mutate(pod *corev1.Pod, ns Namespace, cfg Config) Result {
 	if d := checkHostAccess(pod, cfg); d != "" {
 		return denied("%s", d)
 	}
+	if d := checkTokenMounts(pod, cfg); d != "" {
+		return denied("%s", d)
+	}
 	if d := checkContainers(pod, cfg); d != "" {
 		return denied("%s", d)
 	}

@@ -29,6 +29,11 @@ import (
 // the user had written it; one that keeps NET_RAW gets it dropped (outcome
 // Patched; the validating webhook refuses instead, see ValidateCreate).
 func verifyInjected(pod *corev1.Pod, ns Namespace, cfg Config) Result {
+	// Before stripping: the stripped pod loses podrole's token volume, so a
+	// container mounting it would look like one mounting nothing.
+	if d := checkTokenMounts(pod, cfg); d != "" {
+		return denied("%s", d)
+	}
 	stripped := pod.DeepCopy()
 	delete(stripped.Annotations, contract.AnnotationStatus)
 	delete(stripped.Annotations, contract.AnnotationRoleARN)
