@@ -102,6 +102,11 @@ func parseFlags(args []string, lookup func(string) (string, bool), stderr io.Wri
 	fs.BoolVar(&c.AllowNetAdmin, "allow-net-admin", c.AllowNetAdmin, "admit pods whose containers add NET_ADMIN (service mesh init containers); WEAKENS protection: such a container can delete podrole's rules and reach the node's metadata service")
 	fs.BoolVar(&c.AllowNetRaw, "allow-net-raw", c.AllowNetRaw, "admit containers that add NET_RAW and let them keep it (others still lose it); WEAKENS protection: raw packet sockets bypass netfilter, so such a container can reach the node's metadata service (the node role) past podrole's rules")
 	fs.BoolVar(&c.AllowHostAccess, "allow-host-access", c.AllowHostAccess, "admit hostPID, hostIPC and hostPath volumes on the node's kubelet, runtime, /proc, /sys and pod-log paths in labelled namespaces; WEAKENS protection: such a pod can read other pods' tokens and podrole agents' memory and credentials")
+	fs.StringVar(&c.Mode, "mode", c.Mode, "how pods reach their agent: redirect (podrole-init's rules; needs root with NET_ADMIN, refused by the baseline and restricted Pod Security Standards), "+
+		"env (only a restricted-compliant agent; apps get AWS_EC2_METADATA_SERVICE_ENDPOINT; nothing stops an app that calls 169.254.169.254 itself: nodes need IMDS HttpTokens=required and hop limit 1) "+
+		"or auto (env where the namespace's pod-security.kubernetes.io/enforce label is baseline or restricted, redirect elsewhere); a namespace annotation podrole.io/mode: redirect|env overrides it")
+	fs.BoolVar(&c.RequireIMDSv2, "require-imdsv2", c.RequireIMDSv2, "every agent refuses IMDSv1 requests (serve --require-imdsv2); without it a pod can ask for that alone with the annotation podrole.io/require-imdsv2: \"true\"")
+	fs.BoolVar(&c.AllowEnvModeNodeSource, "allow-env-mode-node-source", c.AllowEnvModeNodeSource, "admit env mode with --source=node; WEAKENS protection: the agent then needs the node's IMDS reachable from pods (hop limit 2, no rule exempts it), which is exactly what lets every app of the pod reach the node role")
 	fs.IntVar(&c.SidecarPort, "sidecar-port", c.SidecarPort, "agent's IMDS port on 127.0.0.1 (moved up when the pod declares it)")
 	fs.IntVar(&c.HealthPort, "health-port", c.HealthPort, "agent's health port for probes (moved up when the pod declares it)")
 
@@ -248,7 +253,14 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	log.Info("podrole-webhook serving", "listen", ln.Addr().String(), "probe_listen", o.probeListen,
 		"source", o.inject.Source, "sidecar_mode", o.inject.SidecarMode, "sidecar_image", o.inject.SidecarImage,
 		"self_signed", o.selfSigned, "default_role", o.inject.DefaultRole, "require_allowed_roles", o.inject.RequireAllowedRoles,
-		"allow_net_admin", o.inject.AllowNetAdmin, "allow_net_raw", o.inject.AllowNetRaw, "allow_host_access", o.inject.AllowHostAccess)
+		"allow_net_admin", o.inject.AllowNetAdmin, "allow_net_raw", o.inject.AllowNetRaw, "allow_host_access", o.inject.AllowHostAccess,
+		"mode", o.inject.Mode, "require_imdsv2", o.inject.RequireIMDSv2, "allow_env_mode_node_source", o.inject.AllowEnvModeNodeSource)
+
+	if o.inject.Mode != mutate.ModeRedirect && o.inject.Source == contract.SourceNode && !o.inject.AllowEnvModeNodeSource {
+		// --mode=env was refused at start; auto (and namespace annotations)
+		// can still pick env mode, and such pods are refused one by one.
+		log.Warn("--source=node: pods in namespaces in env mode (pod-security.kubernetes.io/enforce baseline or restricted with --mode=auto, or annotated podrole.io/mode: env) that ask for a role are refused; use --source=web-identity so that they get their role")
+	}
 
 	if o.inject.Source == contract.SourceWebIdentity && o.inject.Region == "" {
 		// The agent then asks the node's metadata service nothing and fails

@@ -44,6 +44,7 @@ type patchKey struct {
 	arn, externalID, sessionName string
 	port, health                 int
 	volume                       string
+	requireIMDSv2                bool
 	// Whether the pod has none: the patch then creates the list or map.
 	noInit, noContainers, noVolumes, noAnnotations bool
 }

@@ -54,6 +54,26 @@ type Config struct {
 	// node's runtime and kubelet state in labelled namespaces. They expose
 	// other pods' tokens and agents' memory: this weakens the guarantee.
 	AllowHostAccess bool `json:"allowHostAccess,omitempty"`
+	// Mode is how pods reach their agent (--mode): ModeRedirect (podrole-init's
+	// rules in the pod's network namespace; needs NET_ADMIN and root, which
+	// the baseline and restricted Pod Security Standards refuse), ModeEnv (no
+	// privileged step: apps are pointed at the agent with
+	// AWS_EC2_METADATA_SERVICE_ENDPOINT) or ModeAuto (env where the
+	// namespace enforces baseline or restricted, redirect elsewhere). A
+	// namespace annotation podrole.io/mode overrides it (see chooseMode).
+	Mode string `json:"mode,omitempty"`
+	// RequireIMDSv2 makes every agent refuse IMDSv1 requests (serve
+	// --require-imdsv2); a pod can ask for it alone with the annotation
+	// podrole.io/require-imdsv2: "true".
+	RequireIMDSv2 bool `json:"requireIMDSv2,omitempty"`
+	// AllowEnvModeNodeSource admits env mode with --source=node. The agent
+	// then reads the node's metadata service unmarked (env mode installs no
+	// rules and gives it no mark), so the node must answer pods, which is
+	// exactly what lets every process of the pod reach the node role.
+	AllowEnvModeNodeSource bool `json:"allowEnvModeNodeSource,omitempty"`
+	// env is set (by inEnvMode) while deciding a pod in env mode; it is not
+	// configuration. Being a field, it is part of patch cache keys.
+	env bool
 	// Caches, when set, reuse patches and parsed allow-lists across pods
 	// (see Caches); it changes no decision. Not configuration: never compared
 	// or serialized.
@@ -70,6 +90,7 @@ func DefaultConfig() Config {
 		SidecarUID:           contract.DefaultSidecarUID,
 		SidecarPort:          contract.DefaultSidecarPort,
 		HealthPort:           contract.DefaultHealthPort,
+		Mode:                 ModeAuto,
 	}
 }
 
@@ -113,6 +134,15 @@ func (c *Config) Validate() error {
 		if _, d := policy.ResolveRole(c.DefaultRole, c.BaseRoleARN); d != nil {
 			return fmt.Errorf("--default-role: %s", d.Message)
 		}
+	}
+	switch c.Mode {
+	case ModeAuto, ModeRedirect, ModeEnv:
+	default:
+		return fmt.Errorf("--mode=%q is not valid: use %q (env where the namespace enforces the baseline or restricted Pod Security Standard, redirect elsewhere), %q or %q", c.Mode, ModeAuto, ModeRedirect, ModeEnv)
+	}
+	if c.Mode == ModeEnv && c.Source == contract.SourceNode && !c.AllowEnvModeNodeSource {
+		return fmt.Errorf("--mode=%s with --source=%s: %s; use --source=%s, or start the webhook with --allow-env-mode-node-source to accept that",
+			ModeEnv, contract.SourceNode, envNodeSourceRisk, contract.SourceWebIdentity)
 	}
 	switch c.ImagePullPolicy {
 	case "", corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:

@@ -126,7 +126,9 @@ func agentEnv(cfg Config, serve *contract.ServeConfig) []corev1.EnvVar {
 // edits of this container are refused.
 //
 // With --source=web-identity nothing is exempt: the agent needs no
-// capability and runs as --sidecar-uid, non-root.
+// capability and runs as --sidecar-uid, non-root. So it does in env mode,
+// whatever the source (there are no rules and no mark there): that is what
+// the restricted Pod Security Standard admits.
 func agentSecurityContext(cfg Config) *corev1.SecurityContext {
 	sc := &corev1.SecurityContext{
 		Privileged:               ptr(false),
@@ -135,7 +137,7 @@ func agentSecurityContext(cfg Config) *corev1.SecurityContext {
 		Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
 		SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 	}
-	if cfg.Source == contract.SourceWebIdentity {
+	if cfg.Source == contract.SourceWebIdentity || cfg.env {
 		uid := int64(cfg.SidecarUID)
 		sc.RunAsUser, sc.RunAsGroup, sc.RunAsNonRoot = &uid, ptr(uid), ptr(true)
 		return sc
@@ -159,7 +161,7 @@ func agentContainer(cfg Config, serve contract.ServeConfig, health int) corev1.C
 		}
 	}
 	serve.IgnoreEnv = true
-	if cfg.Source == contract.SourceNode {
+	if cfg.Source == contract.SourceNode && !cfg.env {
 		serve.AgentMark = contract.DefaultAgentMark
 	}
 	env := agentEnv(cfg, &serve)

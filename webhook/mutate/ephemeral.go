@@ -34,7 +34,11 @@ func checkEphemeral(old, pod *corev1.Pod, cfg Config, mutating bool) Result {
 		return denied("the ephemeralcontainers request carries no pod: send the v1 Pod as object")
 	}
 	if _, ok := protected(old, pod); !ok {
-		return Result{Outcome: Skipped, Message: "pod has no " + contract.AnnotationStatus + " annotation and no " + contract.InitContainerName + " container: podrole did not inject it"}
+		return Result{Outcome: Skipped, Message: "pod has no " + contract.AnnotationStatus + " annotation and no " + contract.InitContainerName + " or " + contract.AgentContainerName + " container: podrole did not inject it"}
+	}
+	// The subresource cannot change metadata: old and pod record the same mode.
+	if podEnvMode(pod) && (old == nil || podEnvMode(old)) {
+		cfg = cfg.inEnvMode()
 	}
 
 	existing := map[string]*corev1.EphemeralContainer{}
@@ -58,9 +62,9 @@ func checkEphemeral(old, pod *corev1.Pod, cfg Config, mutating bool) Result {
 			return denied("ephemeral container %q of pod %s targets %s (targetContainerName, kubectl debug --target): it would share that container's processes, which hold the capability that reaches the node's instance metadata service (podrole-agent) or install the pod's metadata rules (podrole-init); debug an app container instead (kubectl debug --target=<app container>)",
 				c.Name, podName(pod), t)
 		}
-		if p := networkPrivilege(c.SecurityContext, cfg.AllowNetAdmin); p.what != "" {
+		if p := networkPrivilege(c.SecurityContext, cfg.allowNetAdmin()); p.what != "" {
 			return denied("ephemeral container %q of pod %s %s: %s; debug it without that (kubectl debug --profile=general, baseline or restricted adds none of them)",
-				c.Name, podName(pod), p.what, escapeRisk)
+				c.Name, podName(pod), p.what, escapeRiskFor(cfg))
 		}
 		if d := containerDenial("ephemeral container", c.Name, c.SecurityContext, pod, cfg); d != "" {
 			return denied("%s", d)
@@ -92,9 +96,10 @@ func checkEphemeral(old, pod *corev1.Pod, cfg Config, mutating bool) Result {
 // protected tells whether podrole injected or blocked the pod, and its
 // status annotation. The subresource cannot change metadata, so old and new
 // carry the same annotations; either having it is enough. Annotations can be
-// edited by a plain pod update, though, while a pod's init containers cannot
-// change: a podrole-init container marks the pod as ours even if someone
-// removed the annotation to get a privileged debug container through.
+// edited by a plain pod update, though, while a pod's containers cannot be
+// added or removed: a podrole-init or podrole-agent container (env mode has
+// only the agent) marks the pod as ours even if someone removed the
+// annotation to get a privileged debug container through.
 func protected(old, pod *corev1.Pod) (status string, ok bool) {
 	for _, p := range []*corev1.Pod{old, pod} {
 		if p == nil {
@@ -108,10 +113,8 @@ func protected(old, pod *corev1.Pod) (status string, ok bool) {
 		if p == nil {
 			continue
 		}
-		for _, c := range p.Spec.InitContainers {
-			if c.Name == contract.InitContainerName {
-				return "", true
-			}
+		if hasPodroleContainer(p) {
+			return "", true
 		}
 	}
 	return "", false

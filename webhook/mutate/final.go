@@ -45,6 +45,9 @@ func ValidateCreate(pod *corev1.Pod, ns Namespace, cfg Config) Result {
 		case Denied:
 			return res
 		case Patched:
+			if kind, name, v := missingEnv(pod); podEnvMode(pod) && name != "" {
+				return denied("%s", envNotSet(kind, name, v, pod))
+			}
 			kind, name := missingNetRawDrop(pod, cfg)
 			return denied("%s", netRawNotDropped(kind, name, pod))
 		}
@@ -58,7 +61,7 @@ func ValidateCreate(pod *corev1.Pod, ns Namespace, cfg Config) Result {
 		return res
 	case Injected, Blocked, Patched:
 		return denied("pod %s in namespace %q has no %s container and no %s annotation: podrole did not inject this pod (was the mutating webhook bypassed or its patch removed?); check that the MutatingWebhookConfiguration podrole-webhook exists and selects this namespace, and that no later webhook removes podrole's containers",
-			podName(pod), ns.Name, contract.InitContainerName, contract.AnnotationStatus)
+			podName(pod), ns.Name, injectedBy(res), contract.AnnotationStatus)
 	}
 	return Result{Outcome: Skipped, Message: res.Message}
 }
@@ -66,4 +69,13 @@ func ValidateCreate(pod *corev1.Pod, ns Namespace, cfg Config) Result {
 func hasPodroleContainer(pod *corev1.Pod) bool {
 	ours := func(c corev1.Container) bool { return isPodroleContainer(c.Name) }
 	return slices.ContainsFunc(pod.Spec.InitContainers, ours) || slices.ContainsFunc(pod.Spec.Containers, ours)
+}
+
+// injectedBy names the container a pod Mutate would patch is missing:
+// podrole-agent in env mode (there is no podrole-init), podrole-init otherwise.
+func injectedBy(res Result) string {
+	if res.env {
+		return contract.AgentContainerName
+	}
+	return contract.InitContainerName
 }

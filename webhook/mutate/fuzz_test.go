@@ -55,90 +55,133 @@ func FuzzMutate(f *testing.F) {
 		if knobs&128 != 0 {
 			cfg.AllowNetRaw, cfg.AllowHostAccess = true, true
 		}
+		// Env mode with either source (node needs the flag that admits it).
+		cfg.AllowEnvModeNodeSource = true
 		if err := cfg.Validate(); err != nil {
 			t.Fatal(err)
 		}
-		ns := Namespace{Name: "fuzz", Labels: map[string]string{contract.LabelInject: contract.InjectEnabled}, Annotations: map[string]string{}}
-		if knobs&32 != 0 {
-			ns.Annotations[contract.AnnotationAllowedRoles] = allowed
-		}
-		if knobs&64 != 0 {
-			ns.Annotations[contract.AnnotationPermitted] = permitted
-		}
-		res := Mutate(&pod, ns, cfg)
-		// The validating webhook must agree: it refuses what Mutate refuses
-		// and a pod Mutate would patch, unpatched.
-		v := ValidateCreate(&pod, ns, cfg)
-		switch res.Outcome {
-		case Denied:
-			if !strings.HasPrefix(res.Message, "podrole: ") || res.Patch != nil {
-				t.Fatalf("denial %q patch %s", res.Message, res.Patch)
+		for _, psa := range []string{"", "restricted"} {
+			ns := Namespace{Name: "fuzz", Labels: map[string]string{contract.LabelInject: contract.InjectEnabled}, Annotations: map[string]string{}}
+			if psa != "" {
+				ns.Labels[LabelPodSecurityEnforce] = psa
 			}
-			if v.Outcome != Denied {
-				t.Fatalf("Mutate refuses (%s) but ValidateCreate says %s %q", res.Message, v.Outcome, v.Message)
+			if knobs&32 != 0 {
+				ns.Annotations[contract.AnnotationAllowedRoles] = allowed
 			}
-			return
-		case Skipped:
-			if res.Patch != nil {
-				t.Fatalf("skipped with a patch")
+			if knobs&64 != 0 {
+				ns.Annotations[contract.AnnotationPermitted] = permitted
 			}
-			if v.Outcome != Skipped {
-				t.Fatalf("Mutate admits unchanged but ValidateCreate says %s %q", v.Outcome, v.Message)
-			}
-			return
-		case Injected, Blocked, Patched:
-			if v.Outcome != Denied {
-				t.Fatalf("ValidateCreate admits the pod Mutate would patch: %s %q", v.Outcome, v.Message)
-			}
-		default:
-			t.Fatalf("outcome %q", res.Outcome)
+			fuzzMutateOnce(t, &pod, ns, cfg, psa != "")
 		}
-		doc, err := json.Marshal(&pod)
-		if err != nil {
-			t.Fatal(err)
+	})
+}
+
+// fuzzMutateOnce is FuzzMutate's check of one pod in one namespace; env
+// says the namespace gets env mode.
+func fuzzMutateOnce(t *testing.T, pod *corev1.Pod, ns Namespace, cfg Config, env bool) {
+	t.Helper()
+	res := Mutate(pod, ns, cfg)
+	// The validating webhook must agree: it refuses what Mutate refuses
+	// and a pod Mutate would patch, unpatched.
+	v := ValidateCreate(pod, ns, cfg)
+	switch res.Outcome {
+	case Denied:
+		if !strings.HasPrefix(res.Message, "podrole: ") || res.Patch != nil {
+			t.Fatalf("denial %q patch %s", res.Message, res.Patch)
 		}
-		p, err := jsonpatch.DecodePatch(res.Patch)
-		if err != nil {
-			t.Fatalf("decode patch: %v", err)
+		if v.Outcome != Denied {
+			t.Fatalf("Mutate refuses (%s) but ValidateCreate says %s %q", res.Message, v.Outcome, v.Message)
 		}
-		out, err := p.Apply(doc)
-		if err != nil {
-			t.Fatalf("apply patch %s: %v", res.Patch, err)
+		return
+	case Skipped:
+		if res.Patch != nil {
+			t.Fatalf("skipped with a patch")
 		}
-		var got corev1.Pod
-		if err := json.Unmarshal(out, &got); err != nil {
-			t.Fatal(err)
+		if v.Outcome != Skipped {
+			t.Fatalf("Mutate admits unchanged but ValidateCreate says %s %q", v.Outcome, v.Message)
 		}
-		if v := ValidateCreate(&got, ns, cfg); v.Outcome != Skipped {
-			t.Fatalf("ValidateCreate refuses the patched pod: %s %q\npatch %s", v.Outcome, v.Message, res.Patch)
+		return
+	case Injected, Blocked, Patched:
+		if v.Outcome != Denied {
+			t.Fatalf("ValidateCreate admits the pod Mutate would patch: %s %q", v.Outcome, v.Message)
 		}
-		if kind, name := missingNetRawDrop(&got, cfg); name != "" {
-			t.Fatalf("%s %q keeps NET_RAW after the patch", kind, name)
+	default:
+		t.Fatalf("outcome %q", res.Outcome)
+	}
+	doc, err := json.Marshal(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := jsonpatch.DecodePatch(res.Patch)
+	if err != nil {
+		t.Fatalf("decode patch: %v", err)
+	}
+	out, err := p.Apply(doc)
+	if err != nil {
+		t.Fatalf("apply patch %s: %v", res.Patch, err)
+	}
+	var got corev1.Pod
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatal(err)
+	}
+	if v := ValidateCreate(&got, ns, cfg); v.Outcome != Skipped {
+		t.Fatalf("ValidateCreate refuses the patched pod: %s %q\npatch %s", v.Outcome, v.Message, res.Patch)
+	}
+	if podEnvMode(&got) != (env && got.Annotations[contract.AnnotationStatus] == contract.StatusInjected) {
+		t.Fatalf("env mode %v, pod records %q", env, got.Annotations[AnnotationMode])
+	}
+	if env {
+		if _, name, v := missingEnv(&got); name != "" {
+			t.Fatalf("container %q lacks %s after the patch", name, v)
 		}
 		if res.Outcome == Patched {
 			return
 		}
-		if got.Spec.InitContainers[0].Name != contract.InitContainerName {
-			t.Fatalf("first init container %q", got.Spec.InitContainers[0].Name)
-		}
-		if got.Annotations[contract.AnnotationStatus] == "" {
-			t.Fatal("no status annotation")
-		}
-		added := 1
-		if res.Outcome == Injected {
-			added = 2
-		}
-		if n := len(got.Spec.InitContainers) + len(got.Spec.Containers) - len(pod.Spec.InitContainers) - len(pod.Spec.Containers); n != added {
-			t.Fatalf("%d containers added, want %d", n, added)
+		if res.Outcome != Injected || len(res.Warnings) == 0 {
+			t.Fatalf("env mode: %s with warnings %q", res.Outcome, res.Warnings)
 		}
 		for _, c := range append(got.Spec.InitContainers, got.Spec.Containers...) {
-			for _, m := range c.VolumeMounts {
-				if m.MountPath == tokenDir() && c.Name != contract.AgentContainerName {
-					t.Fatalf("container %q mounts the token", c.Name)
+			if c.Name == contract.InitContainerName && got.Annotations[contract.AnnotationStatus] != "" {
+				t.Fatal("podrole-init in env mode")
+			}
+			if c.Name == contract.AgentContainerName {
+				sc := c.SecurityContext
+				if sc == nil || sc.RunAsNonRoot == nil || !*sc.RunAsNonRoot || sc.Capabilities == nil || len(sc.Capabilities.Add) != 0 || strings.Contains(strings.Join(c.Args, " "), "--agent-mark") {
+					t.Fatalf("env-mode agent is not restricted-compliant: %+v %v", sc, c.Args)
 				}
 			}
 		}
-	})
+		if n := len(got.Spec.InitContainers) + len(got.Spec.Containers) - len(pod.Spec.InitContainers) - len(pod.Spec.Containers); n != 1 {
+			t.Fatalf("%d containers added in env mode, want 1", n)
+		}
+		return
+	}
+	if kind, name := missingNetRawDrop(&got, cfg); name != "" {
+		t.Fatalf("%s %q keeps NET_RAW after the patch", kind, name)
+	}
+	if res.Outcome == Patched {
+		return
+	}
+	if got.Spec.InitContainers[0].Name != contract.InitContainerName {
+		t.Fatalf("first init container %q", got.Spec.InitContainers[0].Name)
+	}
+	if got.Annotations[contract.AnnotationStatus] == "" {
+		t.Fatal("no status annotation")
+	}
+	added := 1
+	if res.Outcome == Injected {
+		added = 2
+	}
+	if n := len(got.Spec.InitContainers) + len(got.Spec.Containers) - len(pod.Spec.InitContainers) - len(pod.Spec.Containers); n != added {
+		t.Fatalf("%d containers added, want %d", n, added)
+	}
+	for _, c := range append(got.Spec.InitContainers, got.Spec.Containers...) {
+		for _, m := range c.VolumeMounts {
+			if m.MountPath == tokenDir() && c.Name != contract.AgentContainerName {
+				t.Fatalf("container %q mounts the token", c.Name)
+			}
+		}
+	}
 }
 
 // FuzzCheckEphemeral feeds arbitrary stored pods and ephemeral containers to

@@ -49,6 +49,8 @@ type Result struct {
 	Warnings []string
 	// RoleARN is the resolved role of an injected pod.
 	RoleARN string
+	// env: the pod was injected in env mode.
+	env bool
 }
 
 // Mutate decides what to do with pod, created in ns, under cfg. cfg must
@@ -69,10 +71,38 @@ func Mutate(pod *corev1.Pod, ns Namespace, cfg Config) Result {
 		return verifyInjected(pod, ns, cfg)
 	}
 
+	m, d := chooseMode(ns, cfg)
+	if d != "" {
+		return denied("%s", d)
+	}
+	if d := checkPodMode(pod, m); d != "" {
+		return denied("%s", d)
+	}
+	if _, d := podRequiresIMDSv2(pod); d != "" {
+		return denied("%s", d)
+	}
+
 	role := strings.TrimSpace(pod.Annotations[contract.AnnotationRole])
 	asked := role != ""
 	if !asked {
 		role = cfg.DefaultRole
+	}
+
+	if m.mode == ModeEnv {
+		if role == "" {
+			// Nothing unprivileged can block metadata traffic, so a pod
+			// without a role gets nothing, and is told so.
+			return Result{Outcome: Skipped, Message: "no role in env mode: nothing to inject", Warnings: []string{noRoleEnvWarning(pod, m)}}
+		}
+		if pod.Spec.HostNetwork {
+			return denied("pod %s uses hostNetwork: true, so its agent would serve the pod's role on the node's own loopback address, to every process of the node; remove hostNetwork or the %s annotation",
+				podName(pod), contract.AnnotationRole)
+		}
+		if cfg.Source == contract.SourceNode && !cfg.AllowEnvModeNodeSource {
+			return denied("pod %s runs in env mode (%s), but the webhook runs with --source=node: %s; a cluster admin can start the webhook with --source=%s (recommended), or with --allow-env-mode-node-source to accept that, or choose redirect mode for the namespace (annotation %s=%s, which needs the namespace's Pod Security level to admit podrole-init)",
+				podName(pod), m.why, envNodeSourceRisk, contract.SourceWebIdentity, AnnotationMode, ModeRedirect)
+		}
+		cfg = cfg.inEnvMode()
 	}
 
 	if pod.Spec.HostNetwork {
@@ -87,7 +117,7 @@ func Mutate(pod *corev1.Pod, ns Namespace, cfg Config) Result {
 		return Result{Outcome: Skipped, Message: "hostNetwork pod without a role",
 			Warnings: []string{fmt.Sprintf("podrole: pod %s uses hostNetwork, so podrole cannot block its metadata traffic; it can reach the node's instance metadata service", podName(pod))}}
 	}
-	if d := checkNetworkPrivileges(pod, cfg.AllowNetAdmin); d != "" {
+	if d := checkNetworkPrivileges(pod, cfg); d != "" {
 		return denied("%s", d)
 	}
 	if d := checkHostAccess(pod, cfg); d != "" {
@@ -113,7 +143,11 @@ func Mutate(pod *corev1.Pod, ns Namespace, cfg Config) Result {
 	if role == "" {
 		return block(pod, cfg)
 	}
-	return inject(pod, ns, role, cfg)
+	res := inject(pod, ns, role, cfg)
+	if cfg.env && res.Outcome == Injected {
+		res.Warnings = append([]string{envWarning(pod, m, cfg)}, res.Warnings...)
+	}
+	return res
 }
 
 func denied(format string, args ...any) Result {
@@ -146,7 +180,7 @@ func block(pod *corev1.Pod, cfg Config) Result {
 	init := initContainer(cfg, contract.InitConfig{Port: port, IPv6: contract.IPv6Auto, Block: true})
 	var p patch
 	p.prependInit(pod, init)
-	p.annotate(pod, map[string]string{contract.AnnotationStatus: StatusBlocked})
+	p.annotate(pod, map[string]string{contract.AnnotationStatus: StatusBlocked, AnnotationMode: ModeRedirect})
 	b := p.bytes()
 	cfg.Caches.storePatch(key, b)
 	return Result{Outcome: Blocked, Patch: drops.prepend(b)}
@@ -167,6 +201,10 @@ func inject(pod *corev1.Pod, ns Namespace, role string, cfg Config) Result {
 	serve.STSEndpoint = cfg.STSEndpoint
 	serve.Region = cfg.Region
 	serve.NodeMetadataEndpoint = cfg.NodeMetadataEndpoint
+	// The webhook's --require-imdsv2 is a floor: a pod can ask for IMDSv2
+	// alone, never for IMDSv1 back. The annotation was checked in Mutate.
+	imdsv2, _ := podRequiresIMDSv2(pod)
+	serve.RequireIMDSv2 = cfg.RequireIMDSv2 || imdsv2
 	if v, ok := pod.Annotations[contract.AnnotationExternalID]; ok {
 		if d := policy.CheckExternalID(v); d != nil {
 			return Result{Outcome: Denied, Message: d.Message}
@@ -184,10 +222,15 @@ func inject(pod *corev1.Pod, ns Namespace, role string, cfg Config) Result {
 	if err != nil {
 		return denied("%v", err)
 	}
-	// NET_RAW leaves every other container (see netraw.go). These operations
-	// address the pod's containers by their current indexes, so they go
-	// before the cached part, which inserts podrole's containers.
+	// NET_RAW leaves every other container (see netraw.go); in env mode
+	// instead they get the variables that point them at the agent. These
+	// operations address the pod's containers by their current indexes, so
+	// they go before the cached part, which inserts podrole's containers.
 	drops := netRawPatch(pod, cfg)
+	var warnings []string
+	if cfg.env {
+		drops, warnings = envPatch(pod, port)
+	}
 	var vol corev1.Volume
 	if cfg.Source == contract.SourceWebIdentity {
 		vol = tokenVolume(pod)
@@ -196,8 +239,9 @@ func inject(pod *corev1.Pod, ns Namespace, role string, cfg Config) Result {
 	// pod like one seen before reuses its patch.
 	key := newPatchKey(cfg, pod)
 	key.arn, key.externalID, key.sessionName, key.port, key.health, key.volume = arn, serve.ExternalID, serve.SessionName, port, health, vol.Name
+	key.requireIMDSv2 = serve.RequireIMDSv2
 	if b, ok := cfg.Caches.patch(key); ok {
-		return Result{Outcome: Injected, Patch: drops.prepend(b), RoleARN: arn}
+		return Result{Outcome: Injected, Patch: drops.prepend(b), RoleARN: arn, Warnings: warnings, env: cfg.env}
 	}
 	serve.Listen = fmt.Sprintf("127.0.0.1:%d", port)
 	serve.HealthListen = fmt.Sprintf(":%d", health)
@@ -205,12 +249,16 @@ func inject(pod *corev1.Pod, ns Namespace, role string, cfg Config) Result {
 	var p patch
 	// With --source=node the agent reaches the node's metadata service with
 	// its sockets marked, and podrole-init exempts exactly that mark; with
-	// web identity it needs no way out, so nothing is exempt.
-	ic := contract.InitConfig{Port: port, IPv6: contract.IPv6Auto}
-	if cfg.Source == contract.SourceNode {
-		ic.AgentMark = contract.DefaultAgentMark
+	// web identity it needs no way out, so nothing is exempt. Env mode has
+	// no podrole-init at all.
+	var inits []corev1.Container
+	if !cfg.env {
+		ic := contract.InitConfig{Port: port, IPv6: contract.IPv6Auto}
+		if cfg.Source == contract.SourceNode {
+			ic.AgentMark = contract.DefaultAgentMark
+		}
+		inits = append(inits, initContainer(cfg, ic))
 	}
-	init := initContainer(cfg, ic)
 	agent := agentContainer(cfg, serve, health)
 	if cfg.Source == contract.SourceWebIdentity {
 		agent.VolumeMounts = []corev1.VolumeMount{{Name: vol.Name, MountPath: tokenDir(), ReadOnly: true}}
@@ -218,17 +266,23 @@ func inject(pod *corev1.Pod, ns Namespace, role string, cfg Config) Result {
 	}
 	if cfg.SidecarMode == contract.SidecarModeLegacy {
 		holdApp(&agent, health)
-		p.prependInit(pod, init)
+		if len(inits) > 0 {
+			p.prependInit(pod, inits...)
+		}
 		p.prependContainer(pod, agent)
 	} else {
 		always := corev1.ContainerRestartPolicyAlways
 		agent.RestartPolicy = &always
-		p.prependInit(pod, init, agent)
+		p.prependInit(pod, append(inits, agent)...)
 	}
-	p.annotate(pod, map[string]string{contract.AnnotationStatus: contract.StatusInjected, contract.AnnotationRoleARN: arn})
+	mode := ModeRedirect
+	if cfg.env {
+		mode = ModeEnv
+	}
+	p.annotate(pod, map[string]string{contract.AnnotationStatus: contract.StatusInjected, contract.AnnotationRoleARN: arn, AnnotationMode: mode})
 	b := p.bytes()
 	cfg.Caches.storePatch(key, b)
-	return Result{Outcome: Injected, Patch: drops.prepend(b), RoleARN: arn}
+	return Result{Outcome: Injected, Patch: drops.prepend(b), RoleARN: arn, Warnings: warnings, env: cfg.env}
 }
 
 // choosePorts returns the agent's IMDS and health ports: the configured ones,

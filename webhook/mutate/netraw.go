@@ -66,8 +66,11 @@ func capabilityName(spelled, canon string) string {
 // needsNetRawDrop reports whether the webhook must add NET_RAW to sc's drop
 // list: it does not drop it already, and it does not add it under
 // --allow-net-raw (a container admitted with NET_RAW keeps it).
+//
+// In env mode nothing needs it dropped: there are no rules to get past, and
+// an app reaches whatever the node's metadata service answers anyway.
 func needsNetRawDrop(sc *corev1.SecurityContext, cfg Config) bool {
-	if dropsNetRaw(sc) {
+	if cfg.env || dropsNetRaw(sc) {
 		return false
 	}
 	_, adds := addedCapability(sc, "NET_RAW")
@@ -84,7 +87,7 @@ const netRawRisk = "raw packet sockets bypass netfilter, so it could reach the n
 // could trace podrole-agent (or podrole-init while it runs) and act with its
 // capability and credentials. "" when the container is fine.
 func containerDenial(kind, name string, sc *corev1.SecurityContext, pod *corev1.Pod, cfg Config) string {
-	if spelled, ok := addedCapability(sc, "NET_RAW"); ok && !cfg.AllowNetRaw {
+	if spelled, ok := addedCapability(sc, "NET_RAW"); ok && !cfg.AllowNetRaw && !cfg.env {
 		return fmt.Sprintf("%s %q of pod %s adds capability %s to securityContext.capabilities.add: %s; remove it (podrole drops NET_RAW from every container of the pod), or a cluster admin can start the webhook with --allow-net-raw, which weakens this for every pod",
 			kind, name, podName(pod), capabilityName(spelled, "NET_RAW"), netRawRisk)
 	}

@@ -20,7 +20,11 @@ import (
 // NET_RAW is handled apart (netraw.go): it is in the runtimes' default set,
 // so it is dropped from every container rather than refused, and refused
 // only when a container adds it.
-func checkNetworkPrivileges(pod *corev1.Pod, allowNetAdmin bool) string {
+//
+// In env mode (cfg.env) there are no rules: NET_ADMIN is admitted, and the
+// rest is refused because it reaches the node (see inEnvMode).
+func checkNetworkPrivileges(pod *corev1.Pod, cfg Config) string {
+	allowNetAdmin, risk := cfg.allowNetAdmin(), escapeRiskFor(cfg)
 	optOut := fmt.Sprintf("or, if the pod must run unprotected, label it %s=%s (it then gets no role and no metadata block)",
 		contract.LabelInject, contract.InjectDisabled)
 	check := func(kind, name string, sc *corev1.SecurityContext) string {
@@ -30,10 +34,10 @@ func checkNetworkPrivileges(pod *corev1.Pod, allowNetAdmin bool) string {
 			return ""
 		case p.privileged:
 			return fmt.Sprintf("%s %q of pod %s %s: %s; set privileged: false and add only the capabilities it needs, %s",
-				kind, name, podName(pod), p.what, escapeRisk, optOut)
+				kind, name, podName(pod), p.what, risk, optOut)
 		}
 		msg := fmt.Sprintf("%s %q of pod %s %s: %s; drop it from securityContext.capabilities.add, %s",
-			kind, name, podName(pod), p.what, escapeRisk, optOut)
+			kind, name, podName(pod), p.what, risk, optOut)
 		if p.netAdmin {
 			msg += "; for service mesh init containers a cluster admin can start the webhook with --allow-net-admin"
 		}

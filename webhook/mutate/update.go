@@ -11,9 +11,9 @@ import (
 // ValidateUpdate decides a pod UPDATE (not a subresource) for the validating
 // webhook. old is the stored pod, pod the update. An update may change
 // little of a pod (images, some metadata, tolerations), but that is enough:
-//   - podrole.io/status and podrole.io/role-arn are podrole's: adding,
-//     changing or removing them is refused on any pod (the ephemeral and
-//     update checks, and people, rely on them);
+//   - podrole.io/status, podrole.io/role-arn and podrole.io/mode are
+//     podrole's: adding, changing or removing them is refused on any pod
+//     (the ephemeral and update checks, and people, rely on them);
 //   - for a pod podrole injected or blocked, any change to podrole-init or
 //     podrole-agent is refused (kubectl set image could swap the agent for
 //     an image that serves the node's credentials with its capability), and
@@ -31,7 +31,7 @@ func ValidateUpdate(old, pod *corev1.Pod, cfg Config) Result {
 	if old == nil || pod == nil {
 		return denied("the pod update carries no object or no oldObject, so podrole cannot check it; send both")
 	}
-	for _, k := range []string{contract.AnnotationStatus, contract.AnnotationRoleARN} {
+	for _, k := range []string{contract.AnnotationStatus, contract.AnnotationRoleARN, AnnotationMode} {
 		ov, oh := old.Annotations[k]
 		nv, nh := pod.Annotations[k]
 		if oh == nh && ov == nv {
@@ -49,6 +49,9 @@ func ValidateUpdate(old, pod *corev1.Pod, cfg Config) Result {
 	}
 	if _, ok := protected(old, pod); !ok {
 		return Result{Outcome: Skipped, Message: "podrole did not inject or block this pod"}
+	}
+	if podEnvMode(old) {
+		cfg = cfg.inEnvMode()
 	}
 	if old.Labels[contract.LabelInject] != contract.InjectDisabled && pod.Labels[contract.LabelInject] == contract.InjectDisabled {
 		return denied("pod %s: the label %s=%s cannot be added to a pod podrole injected or blocked: it would take the pod out of podrole's checks of debug containers; label the pod when you create it instead (it then gets no role and no metadata block)",
@@ -74,8 +77,8 @@ func ValidateUpdate(old, pod *corev1.Pod, cfg Config) Result {
 				return denied("pod %s: %s %q cannot be changed (kubectl set image and edits included): %s; to run another podrole image, re-create the pod (it gets the webhook's current --sidecar-image)",
 					podName(pod), l.kind, c.Name, podroleContainerRole(c.Name))
 			}
-			if p := networkPrivilege(c.SecurityContext, cfg.AllowNetAdmin); p.what != "" {
-				return denied("%s %q of pod %s %s: %s", l.kind, c.Name, podName(pod), p.what, escapeRisk)
+			if p := networkPrivilege(c.SecurityContext, cfg.allowNetAdmin()); p.what != "" {
+				return denied("%s %q of pod %s %s: %s", l.kind, c.Name, podName(pod), p.what, escapeRiskFor(cfg))
 			}
 			if d := containerDenial(l.kind, c.Name, c.SecurityContext, pod, cfg); d != "" {
 				return denied("%s", d)

@@ -37,6 +37,7 @@ func verifyInjected(pod *corev1.Pod, ns Namespace, cfg Config) Result {
 	stripped := pod.DeepCopy()
 	delete(stripped.Annotations, contract.AnnotationStatus)
 	delete(stripped.Annotations, contract.AnnotationRoleARN)
+	delete(stripped.Annotations, AnnotationMode)
 	ours := func(c corev1.Container) bool { return isPodroleContainer(c.Name) }
 	stripped.Spec.InitContainers = slices.DeleteFunc(stripped.Spec.InitContainers, ours)
 	stripped.Spec.Containers = slices.DeleteFunc(stripped.Spec.Containers, ours)
@@ -49,8 +50,15 @@ func verifyInjected(pod *corev1.Pod, ns Namespace, cfg Config) Result {
 	case Denied:
 		return res
 	case Skipped:
-		// Nothing would be injected now (e.g. a hostNetwork pod): the
-		// annotation grants nothing.
+		// Nothing would be injected now (a hostNetwork pod, a pod without a
+		// role in env mode): the annotation grants nothing, and podrole's
+		// containers have no business there (a hand-written agent would
+		// serve a role no allow-list checked).
+		if hasPodroleContainer(pod) {
+			return denied("pod %s carries %s=%s and a %s/%s container, but podrole injects nothing into it now (%s); remove the %s, %s and %s annotations and the %s/%s containers and create it again",
+				podName(pod), contract.AnnotationStatus, pod.Annotations[contract.AnnotationStatus], contract.InitContainerName, contract.AgentContainerName, res.Message,
+				contract.AnnotationStatus, contract.AnnotationRoleARN, AnnotationMode, contract.InitContainerName, contract.AgentContainerName)
+		}
 		return Result{Outcome: Skipped, Message: "pod already has " + contract.AnnotationStatus + " and needs no injection", Warnings: res.Warnings}
 	}
 	doc, err := json.Marshal(stripped)
@@ -75,13 +83,22 @@ func verifyInjected(pod *corev1.Pod, ns Namespace, cfg Config) Result {
 			contract.InitContainerName, contract.AgentContainerName)
 	}
 	// A container a later webhook added after podrole's patch keeps NET_RAW
-	// unless it is dropped now (outcome Patched, not a refusal: the later
-	// webhook did nothing wrong).
-	if drops := netRawPatch(pod, cfg); len(drops) > 0 {
-		return Result{Outcome: Patched, Patch: drops.bytes(), RoleARN: res.RoleARN,
-			Message: "pod already has " + contract.AnnotationStatus + " and its podrole containers match; NET_RAW dropped from containers added after injection"}
+	// unless it is dropped now, or in env mode lacks the variables pointing
+	// it at the agent unless they are added now (outcome Patched, not a
+	// refusal: the later webhook did nothing wrong). The mode is the one the
+	// pod's annotation now matches (differs checked it).
+	fix, what := netRawPatch(pod, cfg), "NET_RAW dropped from"
+	if want.Annotations[AnnotationMode] == ModeEnv {
+		// Mutate chose the agent's port on the stripped pod; it succeeded.
+		port, _, _ := choosePorts(stripped, cfg)
+		fix, _ = envPatch(pod, port)
+		what = EnvMetadataEndpoint + " and " + EnvMetadataEndpointMode + " added to"
 	}
-	return Result{Outcome: Skipped, Message: "pod already has " + contract.AnnotationStatus + " and its podrole containers match", RoleARN: res.RoleARN}
+	if len(fix) > 0 {
+		return Result{Outcome: Patched, Patch: fix.bytes(), RoleARN: res.RoleARN, Warnings: res.Warnings,
+			Message: "pod already has " + contract.AnnotationStatus + " and its podrole containers match; " + what + " containers added after injection"}
+	}
+	return Result{Outcome: Skipped, Message: "pod already has " + contract.AnnotationStatus + " and its podrole containers match", RoleARN: res.RoleARN, Warnings: res.Warnings}
 }
 
 // differs compares container order, the annotations podrole writes, and
@@ -101,10 +118,17 @@ func verifyInjected(pod *corev1.Pod, ns Namespace, cfg Config) Result {
 // Anything else (envFrom, env, probes, lifecycle, ports, securityContext,
 // workingDir, stdin, resizePolicy, restart rules, a field added to the API
 // later...) must be equal.
+//
+// A pod without podrole.io/mode counts as redirect mode: pods injected before
+// podrole recorded the mode carry none, and podrole-init is compared whole.
 func differs(got, want *corev1.Pod) string {
-	for _, k := range []string{contract.AnnotationStatus, contract.AnnotationRoleARN} {
-		if got.Annotations[k] != want.Annotations[k] {
-			return fmt.Sprintf("its %s annotation is %q, not %q", k, got.Annotations[k], want.Annotations[k])
+	for _, k := range []string{contract.AnnotationStatus, contract.AnnotationRoleARN, AnnotationMode} {
+		g, ok := got.Annotations[k]
+		if k == AnnotationMode && !ok {
+			g = ModeRedirect
+		}
+		if g != want.Annotations[k] {
+			return fmt.Sprintf("its %s annotation is %q, not %q", k, g, want.Annotations[k])
 		}
 	}
 	for _, l := range []struct {
