@@ -91,7 +91,11 @@ func Mutate(pod *corev1.Pod, ns Namespace, cfg Config) Result {
 	if m.mode == ModeEnv {
 		if role == "" {
 			// Nothing unprivileged can block metadata traffic, so a pod
-			// without a role gets nothing, and is told so.
+			// without a role gets nothing, and is told so. A token for STS
+			// of its own would still pass the allow-lists by.
+			if d := checkTokenMounts(pod, cfg); d != "" {
+				return denied("%s", d)
+			}
 			return Result{Outcome: Skipped, Message: "no role in env mode: nothing to inject", Warnings: []string{noRoleEnvWarning(pod, m)}}
 		}
 		if pod.Spec.HostNetwork {
