@@ -52,6 +52,7 @@ func TestPodrole(t *testing.T) {
 	t.Run("10-hostile-pods-contained", e.scenarioHostilePods)
 	t.Run("11-hostile-kubernetes-api-routes", e.scenarioHostileAPI)
 	t.Run("12-hostile-pods-contained-web-identity", e.scenarioHostilePodsWebIdentity)
+	t.Run("13-pod-security-env-mode", e.scenarioPodSecurityEnvMode) // e2e/psa_test.go
 
 	e.uninstall(t)
 	t.Run("4-host-untouched-after-uninstall", func(t *testing.T) {
