@@ -41,6 +41,12 @@ type ServeConfig struct {
 	// PODROLE_POD_NAMESPACE), not as arguments: the name may not exist yet at admission.
 	PodName      string
 	PodNamespace string
+	// SkipNodeIMDSCheck is --check-node-imds=false: the agent then does not
+	// check at start whether an app in the pod (an unmarked socket) gets an
+	// answer from the node's instance metadata service. Inverted so that the
+	// zero value keeps the check on: a ServeConfig built field by field, as
+	// the webhook may, cannot turn it off by leaving a field out.
+	SkipNodeIMDSCheck bool
 }
 
 // DefaultServeConfig returns the defaults of every serve flag.
@@ -62,9 +68,13 @@ func (c *ServeConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.HealthListen, "health-listen", c.HealthListen, "host:port of /healthz, /readyz, /started and /metrics")
 	fs.StringVar(&c.Source, "source", c.Source, "where base credentials come from: node or web-identity")
 	fs.StringVar(&c.STSEndpoint, "sts-endpoint", c.STSEndpoint, "STS endpoint URL (default: the regional endpoint)")
-	fs.StringVar(&c.Region, "region", c.Region, "AWS region (default: from the node's IMDS)")
-	fs.StringVar(&c.AvailabilityZone, "availability-zone", c.AvailabilityZone, "availability zone served when the node's IMDS does not answer")
-	fs.StringVar(&c.NodeMetadataEndpoint, "node-metadata-endpoint", c.NodeMetadataEndpoint, "the node's IMDS, for base credentials and harmless metadata")
+	fs.StringVar(&c.Region, "region", c.Region, "AWS region, for STS and served as placement/region: with --source=node the node's IMDS wins when it answers "+
+		"(retried in the background when it does not at start) and this flag is the fallback; with --source=web-identity only this flag (required)")
+	fs.StringVar(&c.AvailabilityZone, "availability-zone", c.AvailabilityZone, "availability zone served as placement/availability-zone: with --source=node "+
+		"the node's IMDS wins when it answers (retried in the background) and this flag is the fallback; with --source=web-identity only this flag")
+	fs.StringVar(&c.NodeMetadataEndpoint, "node-metadata-endpoint", c.NodeMetadataEndpoint, "the node's IMDS: with --source=node, base credentials and the "+
+		"region, zone and identity document (read at start, retried in the background until it answers); with --source=web-identity never asked for anything; "+
+		"--check-node-imds probes it either way")
 	fs.StringVar(&c.TokenFile, "token-file", c.TokenFile, "projected service-account token (web-identity source)")
 	fs.StringVar(&c.ExternalID, "external-id", c.ExternalID, "sts:ExternalId for AssumeRole")
 	fs.StringVar(&c.SessionName, "session-name", c.SessionName, "role session name (default: derived from the pod)")
@@ -74,6 +84,8 @@ func (c *ServeConfig) RegisterFlags(fs *flag.FlagSet) {
 	ignoreEnvFlag(fs, &c.IgnoreEnv)
 	fs.StringVar(&c.PodName, "pod-name", c.PodName, "the pod's name, for the default session name (the webhook passes the downward API's metadata.name)")
 	fs.StringVar(&c.PodNamespace, "pod-namespace", c.PodNamespace, "the pod's namespace, for the default session name (the webhook passes the downward API's metadata.namespace)")
+	fs.Var(invertedBool{&c.SkipNodeIMDSCheck}, "check-node-imds", "at start, check whether apps in this pod reach the node's IMDS "+
+		"(an unmarked IMDSv2 token PUT and IMDSv1 GET to --node-metadata-endpoint): metric podrole_node_imds_reachable, and a warning naming the node setting that closes it (default true)")
 }
 
 // Args renders c as `serve` arguments, omitting values equal to the defaults.
@@ -111,6 +123,9 @@ func (c ServeConfig) Args() []string {
 	}
 	add("pod-name", c.PodName, "")
 	add("pod-namespace", c.PodNamespace, "")
+	if c.SkipNodeIMDSCheck {
+		args = append(args, "--check-node-imds=false")
+	}
 	return args
 }
 
@@ -252,6 +267,29 @@ func (m markValue) Set(s string) error {
 		return fmt.Errorf("not a 32-bit mark (decimal or 0x hex): %w", err)
 	}
 	*m.p = uint32(v)
+	return nil
+}
+
+// invertedBool is a boolean flag stored negated: --check-node-imds sets
+// SkipNodeIMDSCheck to its opposite, so the field's zero value is the
+// flag's default (true).
+type invertedBool struct{ p *bool }
+
+func (b invertedBool) IsBoolFlag() bool { return true }
+
+func (b invertedBool) String() string {
+	if b.p == nil {
+		return "true"
+	}
+	return strconv.FormatBool(!*b.p)
+}
+
+func (b invertedBool) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return fmt.Errorf("not a boolean: %w", err)
+	}
+	*b.p = !v
 	return nil
 }
 

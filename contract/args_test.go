@@ -17,7 +17,7 @@ func TestServeRoundTrip(t *testing.T) {
 		Source: SourceWebIdentity, STSEndpoint: "https://sts.example", Region: "eu-west-1",
 		AvailabilityZone: "eu-west-1b", NodeMetadataEndpoint: "http://10.0.0.1:1338", TokenFile: "/t",
 		ExternalID: "x", SessionName: "ns-pod", SessionDuration: 2 * time.Hour, RequireIMDSv2: true,
-		PodName: "p", PodNamespace: "n", IgnoreEnv: true,
+		PodName: "p", PodNamespace: "n", IgnoreEnv: true, SkipNodeIMDSCheck: true,
 	}
 	marked := DefaultServeConfig()
 	marked.RoleARN, marked.AgentMark = "arn:aws:iam::111122223333:role/app", DefaultAgentMark
@@ -43,6 +43,37 @@ func TestServeRoundTrip(t *testing.T) {
 	}
 	if got := len(minimal.Args()); got != 2 {
 		t.Fatalf("minimal args = %v, want serve + role", minimal.Args())
+	}
+}
+
+// --check-node-imds is on by default and in a zero ServeConfig; only false
+// is rendered; the flag parses like a boolean (bare, =true, =false).
+func TestCheckNodeIMDSFlag(t *testing.T) {
+	c := DefaultServeConfig()
+	c.RoleARN = "arn:aws:iam::111122223333:role/app"
+	if c.SkipNodeIMDSCheck || (ServeConfig{}).SkipNodeIMDSCheck {
+		t.Fatal("the check is off by default")
+	}
+	if args := c.Args(); strings.Contains(strings.Join(args, " "), "check-node-imds") {
+		t.Fatalf("default rendered: %v", args)
+	}
+	for in, skip := range map[string]bool{"--check-node-imds": false, "--check-node-imds=true": false, "--check-node-imds=false": true, "--check-node-imds=0": true} {
+		out := DefaultServeConfig()
+		out.SkipNodeIMDSCheck = !skip // the parse must set it either way
+		fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+		out.RegisterFlags(fs)
+		if err := fs.Parse([]string{in}); err != nil || out.SkipNodeIMDSCheck != skip {
+			t.Errorf("%s: err %v, skip %v, want %v", in, err, out.SkipNodeIMDSCheck, skip)
+		}
+	}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	c.RegisterFlags(fs)
+	if err := fs.Parse([]string{"--check-node-imds=maybe"}); err == nil {
+		t.Error("--check-node-imds=maybe accepted")
+	}
+	if f := fs.Lookup("check-node-imds"); f.DefValue != "true" {
+		t.Errorf("default shown as %q, want true", f.DefValue)
 	}
 }
 
