@@ -16,9 +16,12 @@ type IMDSClient struct {
 	HTTP *http.Client
 }
 
-// NewIMDSClient returns a client with keep-alive connections for concurrency workers.
+// NewIMDSClient returns a client with keep-alive connections for concurrency
+// workers: at most one connection each, as that many SDK clients would hold
+// (without the cap, a shared transport drifts to more connections than
+// workers, which the agent sheds past its limit of 1024).
 func NewIMDSClient(base string, concurrency int) *IMDSClient {
-	tr := &http.Transport{MaxIdleConns: concurrency * 2, MaxIdleConnsPerHost: concurrency * 2, DisableCompression: true}
+	tr := &http.Transport{MaxIdleConns: concurrency * 2, MaxIdleConnsPerHost: concurrency * 2, MaxConnsPerHost: concurrency, DisableCompression: true}
 	return &IMDSClient{Base: base, HTTP: &http.Client{Transport: tr, Timeout: 5 * time.Second}}
 }
 

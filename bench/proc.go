@@ -38,26 +38,32 @@ func CPUTime(pid int) (time.Duration, error) {
 }
 
 // RSS returns the resident set size of a process in bytes, from /proc/PID/status.
-func RSS(pid int) (int64, error) {
+func RSS(pid int) (int64, error) { return procStatusBytes(pid, "VmRSS") }
+
+// PeakRSS returns the highest resident set size a process has had, in
+// bytes (VmHWM of /proc/PID/status).
+func PeakRSS(pid int) (int64, error) { return procStatusBytes(pid, "VmHWM") }
+
+func procStatusBytes(pid int, field string) (int64, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, fmt.Errorf("read rss of pid %d: %w", pid, err)
+		return 0, fmt.Errorf("read %s of pid %d: %w", field, pid, err)
 	}
 	defer f.Close()
 	s := bufio.NewScanner(f)
 	for s.Scan() {
 		line := s.Text()
-		if strings.HasPrefix(line, "VmRSS:") {
+		if strings.HasPrefix(line, field+":") {
 			fs := strings.Fields(line)
 			if len(fs) < 2 {
 				break
 			}
 			kb, err := strconv.ParseInt(fs[1], 10, 64)
 			if err != nil {
-				return 0, fmt.Errorf("parse VmRSS of pid %d: %w", pid, err)
+				return 0, fmt.Errorf("parse %s of pid %d: %w", field, pid, err)
 			}
 			return kb * 1024, nil
 		}
 	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+	return 0, fmt.Errorf("no %s in /proc/%d/status", field, pid)
 }

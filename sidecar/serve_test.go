@@ -22,6 +22,7 @@ import (
 	"github.com/podrole/podrole/contract"
 	"github.com/podrole/podrole/internal/testenv"
 	"github.com/podrole/podrole/sidecar/internal/fakeaws"
+	"github.com/podrole/podrole/sidecar/nodemeta"
 )
 
 const testRole = "arn:aws:iam::111122223333:role/app-role"
@@ -64,10 +65,16 @@ type running struct {
 // until it listens.
 func startServe(t *testing.T, args ...string) *running {
 	t.Helper()
+	return startServeWith(t, defaultServeOptions(), args...)
+}
+
+// startServeWith is startServe with test options (backoff, clients).
+func startServeWith(t *testing.T, opts serveOptions, args ...string) *running {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{logs: &syncBuffer{}, done: make(chan error, 1), cancel: cancel}
 	args = append([]string{"--listen=127.0.0.1:0", "--health-listen=127.0.0.1:0"}, args...)
-	go func() { r.done <- runServe(ctx, args, io.Discard, r.logs) }()
+	go func() { r.done <- runServeWith(ctx, args, r.logs, opts) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -179,6 +186,13 @@ func TestServeNode(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
+	// The health port is reachable from other pods: nothing in it names the
+	// role, the session or the node, let alone a secret.
+	for _, s := range []string{testRole, "app-role", "default.web-0", "ext-42", "111122223333", fakeaws.NodeAccessKeyID, akidOf(1), "i-0fakenode"} {
+		if strings.Contains(metrics, s) {
+			t.Errorf("/metrics contains %q", s)
+		}
+	}
 
 	r.cancel()
 	select {
@@ -202,10 +216,13 @@ func TestServeNode(t *testing.T) {
 	}
 }
 
-// --source=web-identity: the agent asks the node's IMDS nothing at all (in a
+func akidOf(n int) string { akid, _, _ := fakeaws.Creds(n); return akid }
+
+// --source=web-identity: the agent asks the node's IMDS for nothing (in a
 // pod, the rules would send it back to the agent itself), even when one
 // answers; region and zone come from the flags, and no identity document is
-// served. The token is read from the file.
+// served. The token is read from the file. Only the node IMDS check, an
+// app's view of reachability, is sent (and not with --check-node-imds=false).
 func TestServeWebIdentityWithoutNode(t *testing.T) {
 	fakeaws.IsolateEnv(t)
 	sts := fakeaws.NewSTS(t, nil)
@@ -244,8 +261,28 @@ func TestServeWebIdentityWithoutNode(t *testing.T) {
 	if strings.Contains(r.logs.String(), "eyJ-projected") {
 		t.Fatal("the service-account token was logged")
 	}
-	if p := node.Paths(); len(p) != 0 {
-		t.Fatalf("web identity asked the node's metadata service %v", p)
+	// Nothing but the node IMDS check (an app's view: a token PUT and the
+	// top-level listing, no token sent), which runs with web identity too.
+	waitFor(t, "the node IMDS check", func() bool { return r.logs.logLine(nodeIMDSReachableWarning) != nil })
+	for _, q := range node.Requests() {
+		if q.UserAgent != nodemeta.ProbeUserAgent || q.Token || (q.Method+" "+q.Path != "PUT /latest/api/token" && q.Method+" "+q.Path != "GET /latest/meta-data/") {
+			t.Errorf("web identity asked the node's metadata service %+v", q)
+		}
+	}
+	if n := len(node.Requests()); n != 2 {
+		t.Errorf("%d requests to the node, want the check's 2: %+v", n, node.Requests())
+	}
+
+	// With --check-node-imds=false, not even that.
+	quiet := fakeaws.NewNodeIMDS(t, "eu-west-1", "eu-west-1a")
+	r = startServe(t, "--source=web-identity", "--token-file="+tokenFile, "--sts-endpoint="+sts.URL,
+		"--node-metadata-endpoint="+quiet.URL, "--region=ap-southeast-2", "--check-node-imds=false")
+	waitFor(t, "ready", func() bool { code, _, _ := call(t, "GET", r.health+contract.PathReadyz, nil); return code == 200 })
+	if p := quiet.Paths(); len(p) != 0 {
+		t.Fatalf("web identity with --check-node-imds=false asked the node's metadata service %v", p)
+	}
+	if _, m, _ := call(t, "GET", r.health+contract.PathMetrics, nil); strings.Contains(m, "podrole_node_imds_reachable{") {
+		t.Errorf("the check's metric without the check:\n%s", m)
 	}
 }
 
@@ -316,7 +353,7 @@ func TestServeBadArgs(t *testing.T) {
 // The IPv6 loopback listener is best effort for a pod without IPv6, but a
 // [::1] port held by someone else stops the start: the pod's IPv6 metadata
 // traffic would go to them.
-func TestListenIMDS(t *testing.T) {
+func TestBindIMDS(t *testing.T) {
 	log := slog.New(slog.DiscardHandler)
 	sysErr := func(errno syscall.Errno) error {
 		return &net.OpError{Op: "listen", Net: "tcp6", Err: os.NewSyscallError("bind", errno)}
@@ -337,7 +374,7 @@ func TestListenIMDS(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var asked []string
-			listen := func(network, addr string) (net.Listener, error) {
+			bind := func(network, addr string) (pendingListener, error) {
 				asked = append(asked, network+" "+addr)
 				if network == "tcp6" {
 					if tt.v6Err != nil {
@@ -345,9 +382,9 @@ func TestListenIMDS(t *testing.T) {
 					}
 					return &fakeListener{addr: addr}, nil
 				}
-				return net.Listen(network, addr)
+				return bindTCP(network, addr)
 			}
-			ls, err := listenIMDS(tt.addr, listen, log)
+			ls, err := bindIMDS(tt.addr, bind, log)
 			if (err != nil) != tt.wantFail || len(ls) != tt.wantN {
 				t.Fatalf("got %d listeners, err %v (asked %v)", len(ls), err, asked)
 			}
@@ -364,9 +401,9 @@ func TestListenIMDS(t *testing.T) {
 
 type fakeListener struct{ addr string }
 
-func (f *fakeListener) Accept() (net.Conn, error) { return nil, net.ErrClosed }
-func (f *fakeListener) Close() error              { return nil }
-func (f *fakeListener) Addr() net.Addr            { return &net.TCPAddr{IP: net.IPv6loopback} }
+func (f *fakeListener) Listen() (net.Listener, error) { return nil, net.ErrClosed }
+func (f *fakeListener) Close() error                  { return nil }
+func (f *fakeListener) Addr() net.Addr                { return &net.TCPAddr{IP: net.IPv6loopback} }
 
 // The Go SDK's own IMDS client and EC2 role provider, unchanged but for the
 // endpoint, get the pod role's credentials and the region, with IMDSv1

@@ -300,4 +300,17 @@ func checkNodeRequests(t *testing.T, node *nodeIMDS) {
 			t.Errorf("the sidecar asked the node's IMDS for %q", p)
 		}
 	}
+	checkCheckRequests(t, node)
+}
+
+// checkCheckRequests: the node IMDS check sends nothing but a token PUT and
+// the top-level listing (once each per sidecar; tests may run several
+// against one node).
+func checkCheckRequests(t *testing.T, node *nodeIMDS) {
+	t.Helper()
+	for _, p := range node.checked() {
+		if p != "PUT /latest/api/token" && p != "GET /latest/meta-data/" {
+			t.Errorf("the node IMDS check asked the node's IMDS for %q", p)
+		}
+	}
 }

@@ -180,13 +180,24 @@ type nodeIMDS struct {
 	URL     string // the recording proxy: what the sidecar is given
 	MockURL string // the mock itself
 	mu      sync.Mutex
-	paths   []string
+	paths   []string // the agent's own requests
+	checks  []string // the node IMDS check's (User-Agent checkUserAgent)
 }
+
+// checkUserAgent is the User-Agent of the agent's node IMDS check
+// (--check-node-imds): an app's view of reachability, sent unmarked.
+const checkUserAgent = "podrole-agent node-imds-check"
 
 func (n *nodeIMDS) requested() []string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return append([]string(nil), n.paths...)
+}
+
+func (n *nodeIMDS) checked() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]string(nil), n.checks...)
 }
 
 func mockBinary(t testing.TB) string {
@@ -238,7 +249,11 @@ func startNodeIMDS(t testing.TB) *nodeIMDS {
 	proxy := httputil.NewSingleHostReverseProxy(target)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n.mu.Lock()
-		n.paths = append(n.paths, r.Method+" "+r.URL.RequestURI())
+		if r.UserAgent() == checkUserAgent {
+			n.checks = append(n.checks, r.Method+" "+r.URL.RequestURI())
+		} else {
+			n.paths = append(n.paths, r.Method+" "+r.URL.RequestURI())
+		}
 		n.mu.Unlock()
 		proxy.ServeHTTP(w, r)
 	}))

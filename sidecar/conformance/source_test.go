@@ -49,7 +49,8 @@ func serviceAccountToken(t *testing.T, sub string, exp time.Time) string {
 // role with the projected token, and clients get exactly that key. The node
 // IMDS answers (with the node role) and the sidecar asks it nothing: in a
 // pod the rules exempt nothing then, and any such call would come back to
-// the agent itself.
+// the agent itself. Only the node IMDS check (what an app would get: a
+// token PUT and the listing) is sent.
 func TestWebIdentitySource(t *testing.T) {
 	all := clients(t)
 	st := startSTS(t)
@@ -63,6 +64,7 @@ func TestWebIdentitySource(t *testing.T) {
 		if p := node.requested(); len(p) != 0 {
 			t.Errorf("with --source=web-identity the sidecar asked the node's IMDS %v", p)
 		}
+		checkCheckRequests(t, node)
 	})
 	if r := call(t, http.MethodGet, sc.URL+pathIdDoc, withToken(token(t, sc, 60))); r.status != 404 {
 		t.Errorf("identity document with web identity: %d %q, want 404 (nothing comes from the node)", r.status, r.body)

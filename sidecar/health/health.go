@@ -1,7 +1,20 @@
 // Package health serves the agent's probes and metrics on their own
-// listener (all pod addresses, so the kubelet's probes from the node reach
-// it): /healthz (alive), /started (first credentials cached: the startup
-// probe), /readyz (credentials that may be served exist now), /metrics.
+// listener: /healthz (alive), /started (first credentials cached: the
+// startup probe), /readyz (credentials that may be served exist now),
+// /metrics.
+//
+// The listener is on every pod address, not loopback: the kubelet's HTTP
+// probes come from the node to the pod IP, and Prometheus scrapes /metrics
+// the same way. Other pods can reach it too, which is acceptable because it
+// serves nothing secret: the probes say ok/not yet, and the metrics are
+// request and STS call counts by route and status, the credentials' time to
+// expiry, whether the node's IMDS answered this pod, and Go/process
+// figures; no credential, token, key ID, role ARN or session name (the role
+// ARN would be no secret either: it is in the pod's podrole.io/role-arn
+// annotation). It only answers GET and HEAD, and the agent serves it with
+// httplimit.Health (timeouts, 8 KiB headers, 64 connections, the
+// longest-idle shed first) so that other pods cannot exhaust the agent's
+// memory or starve the kubelet's probes by holding connections open.
 package health
 
 import (
@@ -23,7 +36,8 @@ type Status interface {
 	Ready() bool
 }
 
-// Handler serves the probes and the metrics gathered from reg.
+// Handler serves the probes and the metrics gathered from reg, to GET and
+// HEAD only (405 for every other method, on every path).
 func Handler(st Status, reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+contract.PathHealthz, func(w http.ResponseWriter, _ *http.Request) {
@@ -36,7 +50,14 @@ func Handler(st Status, reg *prometheus.Registry) http.Handler {
 		probe(w, st.Ready(), "role credentials available")
 	})
 	mux.Handle("GET "+contract.PathMetrics, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 func probe(w http.ResponseWriter, ok bool, what string) {
@@ -56,6 +77,7 @@ type Metrics struct {
 	stsCalls     *prometheus.CounterVec
 	stsErrors    *prometheus.CounterVec
 	tokensIssued prometheus.Counter
+	nodeIMDS     *prometheus.GaugeVec
 }
 
 // NewMetrics registers the metrics on reg. expiry gives the cached
@@ -78,6 +100,11 @@ func NewMetrics(reg prometheus.Registerer, expiry func() (time.Time, bool), now 
 			Name: "podrole_imds_tokens_issued_total",
 			Help: "IMDSv2 session tokens issued.",
 		}),
+		nodeIMDS: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: NodeIMDSReachableMetric,
+			Help: "1 when the node's instance metadata service answered this version (v1: a GET without a token; v2: a token PUT) " +
+				"to an unmarked request from this pod at start, as it would an app's; 0 when not. Absent with --check-node-imds=false.",
+		}, []string{"version"}),
 	}
 	expirySeconds := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "podrole_credentials_expiry_seconds",
@@ -91,7 +118,7 @@ func NewMetrics(reg prometheus.Registerer, expiry func() (time.Time, bool), now 
 	})
 	var errs []error
 	for _, c := range []prometheus.Collector{
-		m.requests, m.stsCalls, m.stsErrors, m.tokensIssued, expirySeconds,
+		m.requests, m.stsCalls, m.stsErrors, m.tokensIssued, m.nodeIMDS, expirySeconds,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
 		errs = append(errs, reg.Register(c))
@@ -100,6 +127,20 @@ func NewMetrics(reg prometheus.Registerer, expiry func() (time.Time, bool), now 
 		return nil, err
 	}
 	return m, nil
+}
+
+// NodeIMDSReachableMetric is the gauge NodeIMDSReachable sets, with label
+// "version" ("v1", "v2").
+const NodeIMDSReachableMetric = "podrole_node_imds_reachable"
+
+// NodeIMDSReachable records whether the node's IMDS answered version ("v1"
+// or "v2") to an app-like request from this pod.
+func (m *Metrics) NodeIMDSReachable(version string, reachable bool) {
+	v := 0.0
+	if reachable {
+		v = 1
+	}
+	m.nodeIMDS.WithLabelValues(version).Set(v)
 }
 
 // Request implements imds.Metrics.

@@ -101,3 +101,58 @@ func TestMetrics(t *testing.T) {
 		t.Error("second registration accepted")
 	}
 }
+
+// Only GET and HEAD are answered, on every path: nothing on this port
+// changes state, and no other method reaches a handler.
+func TestMethods(t *testing.T) {
+	srv := httptest.NewServer(Handler(&status{started: true, ready: true}, prometheus.NewRegistry()))
+	defer srv.Close()
+	for _, path := range []string{contract.PathHealthz, contract.PathStarted, contract.PathReadyz, contract.PathMetrics, "/other"} {
+		for _, m := range []string{"POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "PROPFIND"} {
+			req, _ := http.NewRequest(m, srv.URL+path, strings.NewReader("x"))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get("Allow") != "GET, HEAD" {
+				t.Errorf("%s %s: %d Allow=%q, want 405 GET, HEAD", m, path, resp.StatusCode, resp.Header.Get("Allow"))
+			}
+		}
+		resp, err := http.Head(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		want := 200
+		if path == "/other" {
+			want = 404
+		}
+		if resp.StatusCode != want {
+			t.Errorf("HEAD %s: %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+}
+
+// podrole_node_imds_reachable is absent until the check ran, then one
+// series per version.
+func TestNodeIMDSReachableMetric(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := NewMetrics(reg, func() (time.Time, bool) { return time.Time{}, false }, time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(Handler(&status{}, reg))
+	defer srv.Close()
+	if _, body := get(t, srv.URL+contract.PathMetrics); strings.Contains(body, NodeIMDSReachableMetric+"{") {
+		t.Fatalf("reported before the check:\n%s", body)
+	}
+	m.NodeIMDSReachable("v1", true)
+	m.NodeIMDSReachable("v2", false)
+	_, body := get(t, srv.URL+contract.PathMetrics)
+	for _, want := range []string{`podrole_node_imds_reachable{version="v1"} 1`, `podrole_node_imds_reachable{version="v2"} 0`} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+}

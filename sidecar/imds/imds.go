@@ -81,13 +81,18 @@ const (
 
 // Config configures a Handler.
 type Config struct {
-	RoleARN       string // arn:aws:iam::<account>:role/[path/]<name>
-	Credentials   CredentialSource
-	Tokens        *Tokens
-	Placement     Placement
-	RequireIMDSv2 bool
-	Metrics       Metrics      // optional
-	Logger        *slog.Logger // optional
+	RoleARN     string // arn:aws:iam::<account>:role/[path/]<name>
+	Credentials CredentialSource
+	Tokens      *Tokens
+	Placement   Placement
+	// CurrentPlacement, if set, is read on every request instead of
+	// Placement, so that placement learnt after start (the node's IMDS
+	// answering late) is served from then on. It must be safe for
+	// concurrent use (e.g. an atomic.Pointer's Load).
+	CurrentPlacement func() Placement
+	RequireIMDSv2    bool
+	Metrics          Metrics      // optional
+	Logger           *slog.Logger // optional
 	// Now is the clock for iam/info's LastUpdated fallback; time.Now when nil.
 	Now func() time.Time
 }
@@ -200,12 +205,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case RouteInfo:
 		h.instanceInfo(w, r)
 	case RouteRegion:
-		writeTextOr404(w, h.cfg.Placement.Region)
+		writeTextOr404(w, h.placement().Region)
 	case RouteAvailabilityZone:
-		writeTextOr404(w, h.cfg.Placement.AvailabilityZone)
+		writeTextOr404(w, h.placement().AvailabilityZone)
 	case RouteIdentityDocument:
-		writeTextOr404(w, string(h.cfg.Placement.IdentityDocument))
+		writeTextOr404(w, string(h.placement().IdentityDocument))
 	}
+}
+
+func (h *Handler) placement() Placement {
+	if h.cfg.CurrentPlacement != nil {
+		return h.cfg.CurrentPlacement()
+	}
+	return h.cfg.Placement
 }
 
 // authorized applies IMDSv2: a token, if sent, must be valid (401 otherwise,

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -297,6 +298,53 @@ func TestPlacementMissing(t *testing.T) {
 	for _, p := range []string{PathRegion, PathAvailabilityZone, PathAvailabilityZone + "/", PathIdentityDocument} {
 		if rec := s.do("GET", p, nil); rec.Code != 404 {
 			t.Fatalf("%s: %d", p, rec.Code)
+		}
+	}
+}
+
+// With CurrentPlacement, every request reads the placement anew: what the
+// node's IMDS said late (after start) is served from then on, also while
+// requests are in flight (go test -race).
+func TestCurrentPlacement(t *testing.T) {
+	var cur atomic.Pointer[Placement]
+	cur.Store(&Placement{Region: "us-east-1"}) // from the flags, the node not answering yet
+	clock := newTestClock()
+	h, err := New(Config{
+		RoleARN: testRoleARN, Credentials: fixedSource{c: testCreds()}, Tokens: newTokens(t, clock.Now), Now: clock.Now,
+		Placement:        Placement{Region: "ignored-when-current-is-set"},
+		CurrentPlacement: func() Placement { return *cur.Load() },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &testServer{h: h}
+	if rec := s.do("GET", PathRegion, nil); rec.Code != 200 || rec.Body.String() != "us-east-1" {
+		t.Fatalf("region before: %d %q", rec.Code, rec.Body.String())
+	}
+	if rec := s.do("GET", PathIdentityDocument, nil); rec.Code != 404 {
+		t.Fatalf("identity document before: %d", rec.Code)
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 200 {
+				if rec := s.do("GET", PathRegion, nil); rec.Code != 200 {
+					t.Errorf("region during the swap: %d", rec.Code)
+					return
+				}
+			}
+		}()
+	}
+	cur.Store(&testPlacement)
+	wg.Wait()
+	for path, want := range map[string]string{
+		PathRegion: testPlacement.Region, PathAvailabilityZone: testPlacement.AvailabilityZone,
+		PathIdentityDocument: string(testPlacement.IdentityDocument),
+	} {
+		if rec := s.do("GET", path, nil); rec.Code != 200 || rec.Body.String() != want {
+			t.Errorf("%s after the node answered: %d %q, want %q", path, rec.Code, rec.Body.String(), want)
 		}
 	}
 }

@@ -1,7 +1,10 @@
 // Package nodemeta reads the node's harmless metadata (region, availability
-// zone, identity document) from the node's IMDS, once at start, so that the
-// sidecar can serve it without ever putting the node's IMDS on the request
-// path. It never asks for anything under iam/ or user-data.
+// zone, identity document) from the node's IMDS, at start and, when that
+// fails, again in the background with backoff until it answers
+// (FetchUntil), so that the sidecar can serve it without ever putting the
+// node's IMDS on the request path. It never asks for anything under iam/ or
+// user-data. CheckReachable is the app's-eye view: whether an unmarked
+// request from the pod gets an answer from the node's IMDS at all.
 package nodemeta
 
 import (

@@ -409,6 +409,30 @@ func waitStarted(t *testing.T, n testNet, helper, url string) {
 	}
 }
 
+// nodeIMDSGauge reads podrole_node_imds_reachable (v1, v2) from the agent's
+// /metrics at url, once the agent's node IMDS check has set it.
+func nodeIMDSGauge(t *testing.T, n testNet, helper, url string) (v1, v2 string) {
+	t.Helper()
+	deadline := time.Now().Add(cmdTimeout)
+	for {
+		got := map[string]string{}
+		for _, l := range strings.Split(as(t, n.pod, root, helper, "get", url), "\n") {
+			for _, v := range []string{"v1", "v2"} {
+				if rest, ok := strings.CutPrefix(l, `podrole_node_imds_reachable{version="`+v+`"} `); ok {
+					got[v] = rest
+				}
+			}
+		}
+		if len(got) == 2 {
+			return got["v1"], got["v2"]
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no podrole_node_imds_reachable at %s after %s", url, cmdTimeout)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 func probes(fam string) (metaHTTP, otherPort, udp string) {
 	if fam == "v6" {
 		return "http://[fd00:ec2::254]/latest/meta-data/iam/", "http://[fd00:ec2::254]:8080/", "[fd00:ec2::254]:5353"
@@ -601,6 +625,12 @@ func TestNetnsInit(t *testing.T) {
 				pid := startEnv(t, n.pod, agent, hostile, "", sidecar, "serve", "--ignore-env", "--role-arn=arn:aws:iam::111122223333:role/app",
 					"--agent-mark="+mark, "--sts-endpoint=http://169.254.169.254:8500", "--region=us-east-1", "--health-listen=127.0.0.1:9182")
 				waitStarted(t, n, helper, "http://127.0.0.1:9182"+contract.PathStarted)
+				// The agent's node IMDS check is unmarked, like an app: the
+				// redirect sends it to the agent's port, closed then, so
+				// apps cannot reach the node (not: the agent answered itself).
+				if v1, v2 := nodeIMDSGauge(t, n, helper, "http://127.0.0.1:9182"+contract.PathMetrics); v1 != "0" || v2 != "0" {
+					t.Errorf("podrole_node_imds_reachable in redirect mode: v1=%s v2=%s, want 0 0", v1, v2)
+				}
 				for _, base := range []string{"http://169.254.169.254", "http://[fd00:ec2::254]"} {
 					for _, w := range append(clients, root) {
 						got := as(t, n.pod, w, helper, "imds", base)
@@ -637,6 +667,9 @@ func TestNetnsInit(t *testing.T) {
 					"--role-arn=arn:aws:iam::111122223333:role/app", "--sts-endpoint=http://127.0.0.1:8500", "--region=us-east-1",
 					"--health-listen=127.0.0.1:9182")
 				waitStarted(t, n, helper, "http://127.0.0.1:9182"+contract.PathStarted)
+				if v1, v2 := nodeIMDSGauge(t, n, helper, "http://127.0.0.1:9182"+contract.PathMetrics); v1 != "0" || v2 != "0" {
+					t.Errorf("podrole_node_imds_reachable in redirect mode (web identity): v1=%s v2=%s, want 0 0", v1, v2)
+				}
 				for _, base := range []string{"http://169.254.169.254", "http://[fd00:ec2::254]"} {
 					for _, c := range []struct {
 						w    who
@@ -657,6 +690,20 @@ func TestNetnsInit(t *testing.T) {
 					expect(t, n, helper, exAgentUID, "open-denied", "open", "/proc/"+strconv.Itoa(pid)+"/"+f)
 				}
 				mustCleanup(t)
+			})
+
+			// Env mode: no rules in the pod. The agent (web identity) finds
+			// that apps reach the node's IMDS, both versions, as they do here.
+			t.Run("real agent, no rules", func(t *testing.T) {
+				expect(t, n, helper, app, "node-imds", "get", "http://169.254.169.254/latest/meta-data/")
+				start(t, n.pod, root, "sts-double ready", b.stsDouble, "--listen=127.0.0.1:8500", "--config="+b.stsConfig, "--quiet")
+				start(t, n.pod, exAgentUID, "", sidecar, "serve", "--ignore-env", "--source=web-identity", "--token-file="+b.token,
+					"--role-arn=arn:aws:iam::111122223333:role/app", "--sts-endpoint=http://127.0.0.1:8500", "--region=us-east-1",
+					"--health-listen=127.0.0.1:9182")
+				waitStarted(t, n, helper, "http://127.0.0.1:9182"+contract.PathStarted)
+				if v1, v2 := nodeIMDSGauge(t, n, helper, "http://127.0.0.1:9182"+contract.PathMetrics); v1 != "1" || v2 != "1" {
+					t.Errorf("podrole_node_imds_reachable without rules: v1=%s v2=%s, want 1 1", v1, v2)
+				}
 			})
 
 			t.Run("block", func(t *testing.T) {

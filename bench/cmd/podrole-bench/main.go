@@ -72,7 +72,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		cache = filepath.Join(home, ".cache", "podrole")
 	}
 	fs := flag.NewFlagSet("podrole-bench", flag.ContinueOnError)
-	only := fs.String("only", "imds,first,sts,footprint", "sections to run (comma-separated); the webhook and pod start-up sections are go tests run by scripts/bench.sh")
+	only := fs.String("only", "imds,first,sts,footprint,health", "sections to run (comma-separated); the webhook and pod start-up sections are go tests run by scripts/bench.sh")
 	var o options
 	fs.DurationVar(&o.duration, "duration", 5*time.Second, "measuring time per load point")
 	fs.StringVar(&o.sidecar, "sidecar", "bin/podrole-sidecar", "podrole-sidecar binary")
@@ -101,6 +101,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		{"first", benchFirstCredentials},
 		{"sts", benchSTSEconomy},
 		{"footprint", benchFootprint},
+		{"health", benchHealthPort},
 	}
 	var failed []string
 	for _, s := range sections {

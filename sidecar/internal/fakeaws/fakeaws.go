@@ -206,8 +206,15 @@ type NodeIMDS struct {
 	*httptest.Server
 	Region, AvailabilityZone, Document string
 
-	mu    sync.Mutex
-	paths []string
+	mu       sync.Mutex
+	paths    []string
+	requests []NodeRequest
+}
+
+// NodeRequest is one request the fake node IMDS received.
+type NodeRequest struct {
+	Method, Path, UserAgent string
+	Token                   bool // carried an IMDSv2 token header
 }
 
 // NewNodeIMDS starts it on loopback; it is closed with the test.
@@ -219,6 +226,13 @@ func NewNodeIMDS(t testing.TB, region, az string) *NodeIMDS {
 	n.Server = httptest.NewServer(http.HandlerFunc(n.serve))
 	t.Cleanup(n.Close)
 	return n
+}
+
+// Requests returns every request so far.
+func (n *NodeIMDS) Requests() []NodeRequest {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return append([]NodeRequest(nil), n.requests...)
 }
 
 // Paths returns "METHOD path" of every request so far.
@@ -233,6 +247,8 @@ const nodeToken = "node-imds-token"
 func (n *NodeIMDS) serve(w http.ResponseWriter, r *http.Request) {
 	n.mu.Lock()
 	n.paths = append(n.paths, r.Method+" "+r.URL.Path)
+	n.requests = append(n.requests, NodeRequest{Method: r.Method, Path: r.URL.Path, UserAgent: r.UserAgent(),
+		Token: len(r.Header.Values("X-Aws-Ec2-Metadata-Token")) > 0})
 	n.mu.Unlock()
 	if r.URL.Path == "/latest/api/token" {
 		if r.Method != http.MethodPut || r.Header.Get("X-Forwarded-For") != "" || r.Header.Get("X-Aws-Ec2-Metadata-Token-Ttl-Seconds") == "" {
