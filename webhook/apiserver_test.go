@@ -189,6 +189,12 @@ func TestAgainstAPIServer(t *testing.T) {
 	cluster.Namespace(ctx, t, "strict", map[string]string{contract.LabelInject: contract.InjectEnabled},
 		map[string]string{contract.AnnotationAllowedRoles: `["web-*"]`})
 	cluster.Namespace(ctx, t, "plain", nil, nil)
+	// Hostile allow-lists: a kiam expression that would match everything
+	// once wrapped in anchors, and a kube2iam list that does not parse.
+	cluster.Namespace(ctx, t, "kiam-breakout", map[string]string{contract.LabelInject: contract.InjectEnabled},
+		map[string]string{contract.AnnotationPermitted: `a)|(.*`})
+	cluster.Namespace(ctx, t, "bad-list", map[string]string{contract.LabelInject: contract.InjectEnabled},
+		map[string]string{contract.AnnotationAllowedRoles: `["app", null]`})
 
 	mwcs := c.AdmissionregistrationV1().MutatingWebhookConfigurations()
 	if _, err := mwcs.Create(ctx, webhookConfig(t, "https://"+addr+"/mutate", ca1.CertPEM), metav1.CreateOptions{}); err != nil {
@@ -355,6 +361,24 @@ func TestAgainstAPIServer(t *testing.T) {
 	})
 
 	t.Run("denials as users see them", func(t *testing.T) {
+		// Allow-lists never match more than they say, on the real API server.
+		for _, tc := range []struct{ ns, role, want string }{
+			{"kiam-breakout", "arn:aws:iam::999999999999:role/evil", `admission webhook "pods.podrole.io" denied the request: podrole: `},
+			{"bad-list", "app", `admission webhook "pods.podrole.io" denied the request: podrole: `},
+		} {
+			_, err := c.CoreV1().Pods(tc.ns).Create(ctx, testPod("hostile-list", map[string]string{contract.AnnotationRole: tc.role}, nil, nil), metav1.CreateOptions{})
+			if err == nil || !apierrors.IsForbidden(err) || !strings.HasPrefix(err.Error(), tc.want) {
+				t.Fatalf("namespace %s, role %s: got %v, want a refusal", tc.ns, tc.role, err)
+			}
+			ann := contract.AnnotationPermitted
+			if tc.ns == "bad-list" {
+				ann = contract.AnnotationAllowedRoles
+			}
+			if !strings.Contains(err.Error(), ann) {
+				t.Fatalf("namespace %s: the refusal does not name %s: %v", tc.ns, ann, err)
+			}
+			t.Logf("namespace %s: %v", tc.ns, err)
+		}
 		_, err := c.CoreV1().Pods("strict").Create(ctx, testPod("wrong-role", map[string]string{contract.AnnotationRole: "app"}, nil, nil), metav1.CreateOptions{})
 		want := `admission webhook "pods.podrole.io" denied the request: podrole: role "app" is not allowed in namespace "strict": its iam.amazonaws.com/allowed-roles ["web-*"] does not match arn:aws:iam::111122223333:role/app; ask a cluster admin to add it or use an allowed role`
 		if err == nil || !apierrors.IsForbidden(err) || err.Error() != want {
