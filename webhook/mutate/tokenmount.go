@@ -29,7 +29,7 @@ func checkTokenMounts(pod *corev1.Pod, cfg Config) string {
 	if len(sts) == 0 {
 		return ""
 	}
-	check := func(kind, name string, mounts []corev1.VolumeMount) string {
+	return firstContainerDenial(pod, func(kind, name string, _ *corev1.SecurityContext, mounts []corev1.VolumeMount) string {
 		if kind != "ephemeral container" && name == contract.AgentContainerName {
 			return ""
 		}
@@ -40,23 +40,7 @@ func checkTokenMounts(pod *corev1.Pod, cfg Config) string {
 			}
 		}
 		return ""
-	}
-	for _, c := range pod.Spec.InitContainers {
-		if d := check("init container", c.Name, c.VolumeMounts); d != "" {
-			return d
-		}
-	}
-	for _, c := range pod.Spec.Containers {
-		if d := check("container", c.Name, c.VolumeMounts); d != "" {
-			return d
-		}
-	}
-	for _, c := range pod.Spec.EphemeralContainers {
-		if d := check("ephemeral container", c.Name, c.VolumeMounts); d != "" {
-			return d
-		}
-	}
-	return ""
+	})
 }
 
 // projectsSTSToken reports whether v is a projected volume with a
