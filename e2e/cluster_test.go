@@ -147,11 +147,25 @@ func (e *env) tryApply(yaml string) (string, error) {
 // deleted when the test ends; extra holds annotations.
 func (e *env) namespace(t testing.TB, prefix string, labelled bool, annotations map[string]string) string {
 	t.Helper()
+	var labels map[string]string
+	if labelled {
+		labels = map[string]string{labelInject: "enabled"}
+	}
+	return e.namespaceWith(t, prefix, labels, annotations)
+}
+
+// namespaceWith is namespace with any labels, all set in the one object
+// that creates it (the webhook must never see it half-labelled).
+func (e *env) namespaceWith(t testing.TB, prefix string, labels, annotations map[string]string) string {
+	t.Helper()
 	name := fmt.Sprintf("%s-%04x", prefix, rand.IntN(0x10000))
 	var b strings.Builder
 	fmt.Fprintf(&b, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: %s\n", name)
-	if labelled {
-		fmt.Fprintf(&b, "  labels: {%q: enabled}\n", labelInject)
+	if len(labels) > 0 {
+		b.WriteString("  labels:\n")
+		for k, v := range labels {
+			fmt.Fprintf(&b, "    %q: %q\n", k, v)
+		}
 	}
 	if len(annotations) > 0 {
 		b.WriteString("  annotations:\n")

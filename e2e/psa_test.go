@@ -6,8 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
-	"os"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -39,20 +37,9 @@ const (
 // Security refuses).
 func (e *env) psaNamespace(t testing.TB, prefix, level string) string {
 	t.Helper()
-	name := fmt.Sprintf("%s-%04x", prefix, rand.IntN(0x10000))
-	e.apply(t, fmt.Sprintf("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: %s\n  labels: {%q: enabled, %q: %s, %q: %s}\n",
-		name, labelInject, labelPSAEnforce, level, "pod-security.kubernetes.io/warn", level))
-	e.waitFor(t, 30*time.Second, "ServiceAccount "+name+"/default", func() bool {
-		_, _, err := e.run(context.Background(), "", "-n", name, "get", "serviceaccount", "default")
-		return err == nil
-	})
-	t.Cleanup(func() {
-		if os.Getenv("PODROLE_E2E_KEEP") == "1" {
-			return
-		}
-		_, _, _ = e.run(context.Background(), "", "delete", "namespace", name, "--wait=false")
-	})
-	return name
+	return e.namespaceWith(t, prefix, map[string]string{
+		labelInject: "enabled", labelPSAEnforce: level, "pod-security.kubernetes.io/warn": level,
+	}, nil)
 }
 
 // restrictedSpec is a pod spec that is itself restricted-compliant: non-root,
