@@ -85,7 +85,7 @@ func parseFlags(args []string, lookup func(string) (string, bool), stderr io.Wri
 	fs.DurationVar(&o.nsResync, "namespace-resync", 0, "namespace informer resync period (0: watch only)")
 	fs.DurationVar(&o.shutdownPeriod, "shutdown-grace-period", 10*time.Second, "how long in-flight requests may finish after SIGTERM")
 
-	fs.StringVar(&c.SidecarImage, "sidecar-image", c.SidecarImage, "the podrole-sidecar image injected as podrole-init and podrole-agent")
+	fs.StringVar(&c.SidecarImage, "sidecar-image", c.SidecarImage, "the podrole-sidecar image injected as podrole-init and podrole-agent (required; pin a version or digest)")
 	fs.Func("sidecar-image-pull-policy", "imagePullPolicy of the injected containers (Always, IfNotPresent, Never; default: the cluster's)", func(v string) error {
 		c.ImagePullPolicy = corev1.PullPolicy(v)
 		return nil

@@ -73,8 +73,9 @@ func TestFlags(t *testing.T) {
 			}
 		}},
 		{name: "no certificate", args: []string{"--sidecar-image=x"}, err: "give --cert-dir"},
+		{name: "no sidecar image", args: []string{"--cert-dir=/tls"}, err: "--sidecar-image is required"},
 		{name: "both certificate modes", args: append(ok, "--self-signed"), err: "not both"},
-		{name: "bad secret ref", args: []string{"--self-signed", "--self-signed-secret=just-a-name"}, err: "is not NAMESPACE/NAME"},
+		{name: "bad secret ref", args: []string{"--self-signed", "--sidecar-image=x", "--self-signed-secret=just-a-name"}, err: "is not NAMESPACE/NAME"},
 		{name: "bad base ARN", args: append(ok, "--base-role-arn=arn:aws:iam::1:role/"), err: "--base-role-arn"},
 		{name: "bad source", args: append(ok, "--source=instance"), err: `--source="instance" is not valid`},
 		{name: "bad mode", args: append(ok, "--sidecar-mode=sidecar"), err: "--sidecar-mode"},

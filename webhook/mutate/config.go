@@ -80,10 +80,11 @@ type Config struct {
 	Caches *Caches `json:"-"`
 }
 
-// DefaultConfig returns the defaults of the webhook's injection flags.
+// DefaultConfig returns the defaults of the webhook's injection flags. The
+// sidecar image has none: a floating tag would inject whatever was pushed
+// last, and an agent of another version than the webhook that checks it.
 func DefaultConfig() Config {
 	return Config{
-		SidecarImage:         "ghcr.io/podrole/podrole-sidecar:latest",
 		Source:               contract.SourceNode,
 		NodeMetadataEndpoint: contract.DefaultNodeMetadataEndpoint,
 		SidecarMode:          contract.SidecarModeNative,
