@@ -233,7 +233,9 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		return err
 	}
 
-	admission := &http.Server{Handler: srv.Handler(), TLSConfig: store.TLSConfig(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	// Both listeners get server.DefaultLimits: read, write and idle timeouts
+	// and a header bound, so a client that stalls is cut off.
+	admission := srv.HTTPServer(srv.Handler(), store.TLSConfig(), slog.NewLogLogger(log.Handler(), slog.LevelDebug))
 	ln, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("listen on --listen=%s: %w", o.listen, err)
@@ -242,7 +244,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	errc := make(chan error, 2)
 	go func() { errc <- serveErr("admission", admission.ServeTLS(ln, "", "")) }()
 	if o.probeListen != "" {
-		probe := &http.Server{Handler: srv.HealthHandler(), ReadHeaderTimeout: 10 * time.Second}
+		probe := srv.HTTPServer(srv.HealthHandler(), nil, nil)
 		pln, err := net.Listen("tcp", o.probeListen)
 		if err != nil {
 			return fmt.Errorf("listen on --probe-listen=%s: %w", o.probeListen, err)

@@ -265,11 +265,24 @@ func mountsDiffer(got, want []corev1.VolumeMount, volumes []corev1.Volume) strin
 			return fmt.Sprintf("%s is not mounted at %s as podrole mounts it", w.Name, w.MountPath)
 		}
 	}
+	// Which volumes are projected, looked up once: a pod may hold
+	// thousands of mounts and volumes, and comparing every mount with every
+	// volume would take seconds.
+	var projected map[string]bool
 	for _, g := range got {
 		if slices.ContainsFunc(want, func(w corev1.VolumeMount) bool { return equality.Semantic.DeepEqual(g, w) }) {
 			continue
 		}
-		if !serviceAccountMount(g, volumes) {
+		if projected == nil {
+			projected = make(map[string]bool, len(volumes))
+			for i := range volumes {
+				if _, seen := projected[volumes[i].Name]; !seen {
+					// The first volume of a name is the one IndexFunc found.
+					projected[volumes[i].Name] = volumes[i].Projected != nil
+				}
+			}
+		}
+		if !serviceAccountMount(g, projected) {
 			return fmt.Sprintf("%s at %s is not a mount podrole injects (only the ServiceAccount admission plugin's read-only API token mount at %s is tolerated)", g.Name, g.MountPath, serviceAccountMountPath)
 		}
 	}
@@ -279,13 +292,14 @@ func mountsDiffer(got, want []corev1.VolumeMount, volumes []corev1.Volume) strin
 // serviceAccountMount reports whether m is the ServiceAccount plugin's:
 // read-only at serviceAccountMountPath, the whole of a projected volume, no
 // mount propagation. Such a mount overlaps none of podrole's paths.
-func serviceAccountMount(m corev1.VolumeMount, volumes []corev1.Volume) bool {
+// projected says, for each volume name of the pod (its first volume of that
+// name), whether it is a projected volume.
+func serviceAccountMount(m corev1.VolumeMount, projected map[string]bool) bool {
 	if path.Clean(m.MountPath) != serviceAccountMountPath || !m.ReadOnly || m.SubPath != "" || m.SubPathExpr != "" ||
 		(m.MountPropagation != nil && *m.MountPropagation != corev1.MountPropagationNone) {
 		return false
 	}
-	i := slices.IndexFunc(volumes, func(v corev1.Volume) bool { return v.Name == m.Name })
-	return i >= 0 && volumes[i].Projected != nil
+	return projected[m.Name]
 }
 
 // pathsOverlap reports whether a is b, or one lies below the other.

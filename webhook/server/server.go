@@ -66,6 +66,9 @@ type Options struct {
 	// LookupTimeout bounds the namespace lookup (default 2s, inside the
 	// webhook configuration's 5s timeout).
 	LookupTimeout time.Duration
+	// Limits bound the HTTP servers (HTTPServer) and the memory requests
+	// hold; zero fields take DefaultLimits' values.
+	Limits Limits
 }
 
 // Server handles admission requests.
@@ -79,13 +82,14 @@ type Server struct {
 	outcomes  map[string]prometheus.Counter
 	validated map[string]prometheus.Counter
 	latency   prometheus.Histogram
-	// buffers hold request and response bodies between requests (*bytes.Buffer).
+	// shed counts requests answered 503 for want of memory budget.
+	shed prometheus.Counter
+	// buffers hold request and response bodies between requests (*[]byte).
 	buffers sync.Pool
+	limits  Limits
+	// memory is Limits.MemoryBudget, shared by the requests in flight.
+	memory *budget
 }
-
-// maxPooledBuffer is the largest buffer kept for reuse: a typical review is
-// a few KiB, and one rare 3 MiB pod must not pin 3 MiB per pooled buffer.
-const maxPooledBuffer = 64 << 10
 
 // New registers the metrics and returns a Server.
 func New(opts Options) (*Server, error) {
@@ -101,7 +105,8 @@ func New(opts Options) (*Server, error) {
 		opts.Config.Caches = mutate.NewCaches(256)
 	}
 	s := &Server{
-		opts: opts,
+		opts:   opts,
+		limits: opts.Limits.withDefaults(),
 		admissions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "podrole_webhook_admissions_total",
 			Help: "Mutating admission requests (/mutate) by result: injected, blocked, patched, skipped, denied or error.",
@@ -115,8 +120,17 @@ func New(opts Options) (*Server, error) {
 			Help:    "Time to answer an admission request, from body read to response written.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}),
+		shed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "podrole_webhook_requests_shed_total",
+			Help: "Admission requests answered 503 (with Retry-After) because the memory budget for requests in flight had no room for them in time; also counted as result error.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{s.admissions, s.validations, s.latency} {
+	s.memory = newBudget(s.limits.MemoryBudget)
+	memoryInUse := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "podrole_webhook_request_memory_bytes",
+		Help: "Memory taken from the budget for admission requests in flight (request bodies as they arrive, then each review's estimated cost); the budget is " + fmt.Sprint(s.limits.MemoryBudget) + " bytes.",
+	}, func() float64 { return float64(s.memory.inUse()) })
+	for _, c := range []prometheus.Collector{s.admissions, s.validations, s.latency, s.shed, memoryInUse} {
 		if err := opts.Registry.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
@@ -130,7 +144,7 @@ func New(opts Options) (*Server, error) {
 	for _, r := range []string{ValidationAllowed, string(mutate.Denied), OutcomeError} {
 		s.validated[r] = s.validations.WithLabelValues(r)
 	}
-	s.buffers.New = func() any { return new(bytes.Buffer) }
+	s.buffers.New = func() any { return new([]byte) }
 	return s, nil
 }
 
@@ -190,39 +204,81 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 
 // serveReview reads an AdmissionReview, decides it with decide, counts the
 // outcome with count and writes the answer: the one path of /mutate and
-// /validate.
+// /validate. Everything the request holds comes from the memory budget
+// first: its body's buffer as bytes arrive, then the review's estimated
+// cost; without room in time it is answered 503 with Retry-After.
 func (s *Server) serveReview(w http.ResponseWriter, r *http.Request,
 	decide func(context.Context, *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, string), count func(string)) {
 	start := time.Now()
 	defer func() { s.latency.Observe(time.Since(start).Seconds()) }()
 
-	buf := s.buffers.Get().(*bytes.Buffer)
-	defer s.putBuffer(buf)
-	review, status, err := readReview(w, r, buf)
-	if err != nil {
+	// The API server sends exactly "application/json": no need to parse it.
+	if ct := r.Header.Get("Content-Type"); ct != "" && ct != "application/json" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
+			s.badRequest(w, r, count, http.StatusUnsupportedMediaType, fmt.Errorf("content type %q is not application/json", ct))
+			return
+		}
+	}
+	h := &hold{b: s.memory, ctx: r.Context(), deadline: start.Add(s.limits.BudgetWait)}
+	defer h.release()
+	bufp := s.buffers.Get().(*[]byte)
+	body, err := readBody(w, r, h, *bufp)
+	defer func() { s.putBuffer(bufp, body) }()
+	if err == nil {
+		var cost int64
+		if cost, err = reviewCost(body); err == nil {
+			if h.n+cost > s.memory.max {
+				count(OutcomeError)
+				s.opts.Logger.Warn("admission request too large to check; refused", "remote", r.RemoteAddr, "bytes", len(body), "estimated_cost", cost)
+				tooCostly(w, body, cost, s.memory.max)
+				return
+			}
+			if !h.grow(cost) {
+				err = errOverloaded
+			}
+		}
+	}
+	if errors.Is(err, errOverloaded) {
 		count(OutcomeError)
-		s.opts.Logger.Warn("bad admission request", "remote", r.RemoteAddr, "error", err.Error())
-		http.Error(w, err.Error(), status)
+		s.shed.Inc()
+		s.opts.Logger.Warn("admission request shed: memory budget exhausted", "remote", r.RemoteAddr, "in_use", s.memory.inUse())
+		overloaded(w)
+		return
+	}
+	if err != nil {
+		s.badRequest(w, r, count, http.StatusBadRequest, err)
+		return
+	}
+	review, err := DecodeReview(body)
+	if err != nil {
+		s.badRequest(w, r, count, http.StatusBadRequest, err)
 		return
 	}
 	resp, outcome := decide(r.Context(), review.Request)
 	resp.UID = review.Request.UID
 	count(outcome)
 
-	// The request body is decoded (and copied) by now, so buf is free again.
-	// Encode is Marshal plus a newline, which is not sent.
+	// The request body is decoded (and copied) by now, so its buffer is
+	// free again. Encode is Marshal plus a newline, which is not sent.
 	out := admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: resp}
-	buf.Reset()
+	buf := bytes.NewBuffer(body[:0])
 	if err := json.NewEncoder(buf).Encode(&out); err != nil {
 		s.opts.Logger.Error("encode admission response", "uid", string(resp.UID), "error", err.Error())
 		http.Error(w, "encode response", http.StatusInternalServerError)
 		return
 	}
-	body := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	body = buf.Bytes() // the buffer pooled on return
 	w.Header().Set("Content-Type", "application/json")
-	if _, err := w.Write(body); err != nil {
+	if _, err := w.Write(bytes.TrimSuffix(body, []byte("\n"))); err != nil {
 		s.opts.Logger.Debug("write admission response", "error", err.Error())
 	}
+}
+
+// badRequest counts and answers a request that could not be read or decoded.
+func (s *Server) badRequest(w http.ResponseWriter, r *http.Request, count func(string), status int, err error) {
+	count(OutcomeError)
+	s.opts.Logger.Warn("bad admission request", "remote", r.RemoteAddr, "error", err.Error())
+	http.Error(w, err.Error(), status)
 }
 
 // count adds one admission with result outcome.
@@ -247,40 +303,14 @@ func (s *Server) countValidation(outcome string) {
 	c.Inc()
 }
 
-func (s *Server) putBuffer(b *bytes.Buffer) {
-	if b.Cap() > maxPooledBuffer {
-		return
+// putBuffer keeps b (the request's buffer as it ended up) for the next
+// request in p, unless it grew large.
+func (s *Server) putBuffer(p *[]byte, b []byte) {
+	if cap(b) > maxPooledBuffer {
+		b = nil
 	}
-	b.Reset()
-	s.buffers.Put(b)
-}
-
-// readReview reads and checks an AdmissionReview v1 request body, using buf
-// for the body. On error it returns the HTTP status to answer with.
-func readReview(w http.ResponseWriter, r *http.Request, buf *bytes.Buffer) (*admissionv1.AdmissionReview, int, error) {
-	// The API server sends exactly "application/json": no need to parse it.
-	if ct := r.Header.Get("Content-Type"); ct != "" && ct != "application/json" {
-		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
-			return nil, http.StatusUnsupportedMediaType, fmt.Errorf("content type %q is not application/json", ct)
-		}
-	}
-	if n := r.ContentLength; n > 0 && n <= MaxReviewBytes {
-		buf.Grow(int(n) + bytes.MinRead) // ReadFrom wants MinRead spare bytes before it sees EOF
-	}
-	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, MaxReviewBytes))
-	body := buf.Bytes()
-	if err != nil {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return nil, http.StatusBadRequest, fmt.Errorf("request body is larger than %d bytes", MaxReviewBytes)
-		}
-		return nil, http.StatusBadRequest, fmt.Errorf("read request body: %w", err)
-	}
-	review, err := DecodeReview(body)
-	if err != nil {
-		return nil, http.StatusBadRequest, err
-	}
-	return review, 0, nil
+	*p = b[:0]
+	s.buffers.Put(p)
 }
 
 // DecodeReview parses body as an AdmissionReview v1 carrying a request.
