@@ -1,10 +1,13 @@
 package mutate
 
 import (
+	"bytes"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -36,44 +39,148 @@ func FuzzMutate(f *testing.F) {
 		if err := json.Unmarshal(podJSON, &pod); err != nil {
 			return
 		}
-		cfg := testConfig()
-		if knobs&1 != 0 {
-			cfg.Source = contract.SourceWebIdentity
-		}
-		if knobs&2 != 0 {
-			cfg.SidecarMode = contract.SidecarModeLegacy
-		}
-		if knobs&4 != 0 {
-			cfg.DefaultRole = "arn:aws:iam::111122223333:role/default"
-		}
-		if knobs&8 != 0 {
-			cfg.RequireAllowedRoles = true
-		}
-		if knobs&16 != 0 {
-			cfg.BaseRoleARN = ""
-		}
-		if knobs&128 != 0 {
-			cfg.AllowNetRaw, cfg.AllowHostAccess = true, true
-		}
-		// Env mode with either source (node needs the flag that admits it).
-		cfg.AllowEnvModeNodeSource = true
-		if err := cfg.Validate(); err != nil {
-			t.Fatal(err)
-		}
-		for _, psa := range []string{"", "restricted"} {
-			ns := Namespace{Name: "fuzz", Labels: map[string]string{contract.LabelInject: contract.InjectEnabled}, Annotations: map[string]string{}}
-			if psa != "" {
-				ns.Labels[LabelPodSecurityEnforce] = psa
-			}
-			if knobs&32 != 0 {
-				ns.Annotations[contract.AnnotationAllowedRoles] = allowed
-			}
-			if knobs&64 != 0 {
-				ns.Annotations[contract.AnnotationPermitted] = permitted
-			}
-			fuzzMutateOnce(t, &pod, ns, cfg, psa != "")
+		cfg := fuzzConfig(t, knobs)
+		for _, psa := range []bool{false, true} {
+			fuzzMutateOnce(t, &pod, fuzzNamespace(knobs, psa, allowed, permitted), cfg, psa)
 		}
 	})
+}
+
+// fuzzConfig is the test configuration with knobs' bits 1, 2, 4, 8, 16 and
+// 128 switching the source, the sidecar mode, a default role, required
+// allow-lists, no base ARN, and NET_RAW and host access allowed.
+func fuzzConfig(t *testing.T, knobs uint8) Config {
+	cfg := testConfig()
+	if knobs&1 != 0 {
+		cfg.Source = contract.SourceWebIdentity
+	}
+	if knobs&2 != 0 {
+		cfg.SidecarMode = contract.SidecarModeLegacy
+	}
+	if knobs&4 != 0 {
+		cfg.DefaultRole = "arn:aws:iam::111122223333:role/default"
+	}
+	if knobs&8 != 0 {
+		cfg.RequireAllowedRoles = true
+	}
+	if knobs&16 != 0 {
+		cfg.BaseRoleARN = ""
+	}
+	if knobs&128 != 0 {
+		cfg.AllowNetRaw, cfg.AllowHostAccess = true, true
+	}
+	// Env mode with either source (node needs the flag that admits it).
+	cfg.AllowEnvModeNodeSource = true
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// fuzzNamespace is a labelled namespace, enforcing Pod Security restricted
+// (env mode) when psa, with knobs' bits 32 and 64 setting its allowed-roles
+// and permitted annotations.
+func fuzzNamespace(knobs uint8, psa bool, allowed, permitted string) Namespace {
+	ns := Namespace{Name: "fuzz", Labels: map[string]string{contract.LabelInject: contract.InjectEnabled}, Annotations: map[string]string{}}
+	if psa {
+		ns.Labels[LabelPodSecurityEnforce] = "restricted"
+	}
+	if knobs&32 != 0 {
+		ns.Annotations[contract.AnnotationAllowedRoles] = allowed
+	}
+	if knobs&64 != 0 {
+		ns.Annotations[contract.AnnotationPermitted] = permitted
+	}
+	return ns
+}
+
+// FuzzCaches: the caches change no decision. Three pods, under
+// configurations and namespaces the knobs pick per step, go through Mutate
+// with caches (one Caches for the whole sequence, small enough to evict)
+// and without, twice over, each followed by the pod its patch makes (as
+// the API server re-invokes the webhook); so a patch cached for one pod is
+// offered to the next one and to the re-invocation. Results must be
+// byte-identical: outcome, patch, message, warnings and role. So must
+// ValidateCreate's, which re-verifies through the same caches.
+func FuzzCaches(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*.yaml")
+	var fixtures []fixture
+	for _, file := range files {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		var fx fixture
+		if err := yaml.Unmarshal(raw, &fx); err != nil {
+			f.Fatal(err)
+		}
+		fixtures = append(fixtures, fx)
+	}
+	for i, fx := range fixtures {
+		// Neighbours and a distant fixture: similar pods that should
+		// share cache entries and ones that must not.
+		n := len(fixtures)
+		next, far := fixtures[(i+1)%n], fixtures[(i+n/3)%n]
+		f.Add([]byte(fx.Pod), []byte(next.Pod), []byte(far.Pod), fx.Namespace.Annotations[contract.AnnotationAllowedRoles],
+			fx.Namespace.Annotations[contract.AnnotationPermitted], uint64(i)*0x9e3779b97f4a7c15)
+	}
+	f.Fuzz(func(t *testing.T, a, b, c []byte, allowed, permitted string, knobs uint64) {
+		var pods []*corev1.Pod
+		for _, raw := range [][]byte{a, b, c} {
+			var pod corev1.Pod
+			if json.Unmarshal(raw, &pod) == nil {
+				pods = append(pods, &pod)
+			}
+		}
+		if len(pods) == 0 {
+			return
+		}
+		caches := NewCaches(4)
+		for i := range 2 * len(pods) {
+			pod := pods[i%len(pods)]
+			k := uint8(knobs >> (8 * (i % 6)))
+			cfg := fuzzConfig(t, k)
+			ns := fuzzNamespace(k, knobs>>(48+i)&1 != 0, allowed, permitted)
+			cached := cfg
+			cached.Caches = caches
+			res := sameResult(t, fmt.Sprintf("step %d", i), func(cfg Config) Result { return Mutate(pod, ns, cfg) }, cfg, cached)
+			sameResult(t, fmt.Sprintf("step %d ValidateCreate", i), func(cfg Config) Result { return ValidateCreate(pod, ns, cfg) }, cfg, cached)
+			if res.Patch == nil {
+				continue
+			}
+			doc, err := json.Marshal(pod)
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := jsonpatch.DecodePatch(res.Patch)
+			if err != nil {
+				t.Fatalf("step %d: decode patch: %v", i, err)
+			}
+			if doc, err = p.Apply(doc); err != nil {
+				t.Fatalf("step %d: apply patch %s: %v", i, res.Patch, err)
+			}
+			var patched corev1.Pod
+			if err := json.Unmarshal(doc, &patched); err != nil {
+				t.Fatal(err)
+			}
+			sameResult(t, fmt.Sprintf("step %d re-invoked", i), func(cfg Config) Result { return Mutate(&patched, ns, cfg) }, cfg, cached)
+			sameResult(t, fmt.Sprintf("step %d re-invoked ValidateCreate", i), func(cfg Config) Result { return ValidateCreate(&patched, ns, cfg) }, cfg, cached)
+		}
+	})
+}
+
+// sameResult runs decide without caches and with them (cached), and fails
+// unless both results are identical; it returns the uncached one.
+func sameResult(t *testing.T, what string, decide func(Config) Result, plain, cached Config) Result {
+	t.Helper()
+	plain.Caches = nil
+	want, got := decide(plain), decide(cached)
+	if got.Outcome != want.Outcome || !bytes.Equal(got.Patch, want.Patch) || got.Message != want.Message ||
+		!slices.Equal(got.Warnings, want.Warnings) || got.RoleARN != want.RoleARN || got.env != want.env {
+		t.Fatalf("%s: with caches %s %q\npatch %s\nwarnings %q role %q\nwithout %s %q\npatch %s\nwarnings %q role %q",
+			what, got.Outcome, got.Message, got.Patch, got.Warnings, got.RoleARN, want.Outcome, want.Message, want.Patch, want.Warnings, want.RoleARN)
+	}
+	return want
 }
 
 // fuzzMutateOnce is FuzzMutate's check of one pod in one namespace; env
