@@ -22,103 +22,21 @@ import (
 // figures and verdicts; it asserts only that every admission succeeded.
 // It runs only under `make bench` (PODROLE_BENCH=1): it takes minutes.
 func TestWebhookFigures(t *testing.T) {
-	if os.Getenv("PODROLE_BENCH") != "1" {
-		t.Skip("a benchmark, not a test: run `make bench`")
-	}
-	bin, err := filepath.Abs(envOr("PODROLE_WEBHOOK_BIN", "../bin/podrole-webhook"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("%s missing: run `make build`", bin)
-	}
-	dur := 5 * time.Second
-	if d, err := time.ParseDuration(os.Getenv("PODROLE_BENCH_DURATION")); err == nil {
-		dur = d
-	}
-	ctx := context.Background()
-	dir := t.TempDir()
+	wb := newWebhookBench(t)
+	ctx, dur := context.Background(), wb.dur
 	// The reference is a small binary of its own (bench/cmd/trivial-webhook),
 	// built like podrole-webhook, so its CPU and RSS figures are a webhook's.
-	trivial := filepath.Join(dir, "trivial-webhook")
+	trivial := filepath.Join(wb.dir, "trivial-webhook")
 	build := exec.CommandContext(ctx, "go", "build", "-trimpath", "-ldflags", "-s -w", "-o", trivial, "./cmd/trivial-webhook")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build the trivial reference webhook: %v\n%s", err, out)
 	}
-	cluster := kubetest.Start(t, kubetest.Options{})
-	cluster.Namespace(ctx, t, "shop", map[string]string{"podrole.io/inject": "enabled"},
-		map[string]string{"iam.amazonaws.com/allowed-roles": `["checkout-*"]`})
-
-	ca, err := certs.NewCA("podrole-bench-ca", time.Now(), 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kp, err := ca.Issue("127.0.0.1", []string{"127.0.0.1"}, nil, true, false, time.Now(), 24*time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for name, b := range map[string][]byte{"tls.crt": kp.CertPEM, "tls.key": kp.KeyPEM, "ca.crt": ca.CertPEM} {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	roots := x509.NewCertPool()
-	roots.AppendCertsFromPEM(ca.CertPEM)
-	body, err := TypicalPodReview("shop")
-	if err != nil {
-		t.Fatal(err)
-	}
-
-	type server struct {
-		name string
-		cmd  *exec.Cmd
-		url  string
-	}
-	start := func(name string, env []string, argv ...string) server {
-		port := mustPort(t)
-		probe := mustPort(t)
-		addr := "127.0.0.1:" + strconv.Itoa(port)
-		args := append([]string{"-c", "0"}, argv...)
-		args = append(args, "--listen="+addr)
-		if name == "podrole-webhook" {
-			args = append(args, "--probe-listen=127.0.0.1:"+strconv.Itoa(probe))
-		}
-		cmd := exec.Command("taskset", args...)
-		cmd.Env = append(os.Environ(), env...)
-		logf, err := os.Create(filepath.Join(dir, logName(name)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Start(); err != nil {
-			t.Fatalf("start %s: %v", name, err)
-		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		url := "https://" + addr + "/mutate"
-		// Ready means the namespace cache is synced: a first admission proves it.
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			c := NewWebhookClient(url, body, roots, false, 1, `"patch":"`)
-			err := c.Admit(ctx)
-			c.Close()
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				b, _ := os.ReadFile(filepath.Join(dir, logName(name)))
-				t.Fatalf("%s never admitted the typical pod: %v\n%s", name, err, b)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-		return server{name: name, cmd: cmd, url: url}
-	}
 	servers := []server{
-		start("podrole-webhook", nil, bin, "--cert-dir="+dir, "--kubeconfig="+cluster.Kubeconfig,
-			"--sidecar-image=localhost/podrole-sidecar:dev", "--base-role-arn=arn:aws:iam::111122223333:role/",
-			"--region=eu-west-1", "--log-level=warn"),
-		start("trivial net/http", nil, trivial, "--cert="+filepath.Join(dir, "tls.crt"), "--key="+filepath.Join(dir, "tls.key")),
+		wb.startPodrole(),
+		wb.start("trivial net/http", nil, trivial, "--cert="+filepath.Join(wb.dir, "tls.crt"), "--key="+filepath.Join(wb.dir, "tls.key")),
 	}
+	roots, body := wb.roots, wb.body
 
 	type row struct {
 		server, proto string
@@ -183,6 +101,120 @@ func TestWebhookFigures(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// server is a webhook process under measurement.
+type server struct {
+	name string
+	cmd  *exec.Cmd
+	url  string
+	addr string
+}
+
+// webhookBench is what the webhook figures share: a kube-apiserver with
+// the namespace shop (allow-list checkout-*), a serving certificate and CA
+// in dir, the typical pod's review, and the time per load point.
+type webhookBench struct {
+	t     *testing.T
+	dir   string
+	bin   string // podrole-webhook
+	kube  string // kubeconfig of the kube-apiserver
+	roots *x509.CertPool
+	body  []byte
+	dur   time.Duration
+}
+
+// newWebhookBench skips unless PODROLE_BENCH=1 (a benchmark, not a test: it
+// takes minutes) and sets up what the webhook figures share.
+func newWebhookBench(t *testing.T) *webhookBench {
+	if os.Getenv("PODROLE_BENCH") != "1" {
+		t.Skip("a benchmark, not a test: run `make bench`")
+	}
+	bin, err := filepath.Abs(envOr("PODROLE_WEBHOOK_BIN", "../bin/podrole-webhook"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(bin); err != nil {
+		t.Fatalf("%s missing: run `make build`", bin)
+	}
+	wb := &webhookBench{t: t, dir: t.TempDir(), bin: bin, dur: 5 * time.Second}
+	if d, err := time.ParseDuration(os.Getenv("PODROLE_BENCH_DURATION")); err == nil {
+		wb.dur = d
+	}
+	cluster := kubetest.Start(t, kubetest.Options{})
+	cluster.Namespace(context.Background(), t, "shop", map[string]string{"podrole.io/inject": "enabled"},
+		map[string]string{"iam.amazonaws.com/allowed-roles": `["checkout-*"]`})
+	wb.kube = cluster.Kubeconfig
+
+	ca, err := certs.NewCA("podrole-bench-ca", time.Now(), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := ca.Issue("127.0.0.1", []string{"127.0.0.1"}, nil, true, false, time.Now(), 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string][]byte{"tls.crt": kp.CertPEM, "tls.key": kp.KeyPEM, "ca.crt": ca.CertPEM} {
+		if err := os.WriteFile(filepath.Join(wb.dir, name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wb.roots = x509.NewCertPool()
+	wb.roots.AppendCertsFromPEM(ca.CertPEM)
+	if wb.body, err = TypicalPodReview("shop"); err != nil {
+		t.Fatal(err)
+	}
+	return wb
+}
+
+// startPodrole starts podrole-webhook as `make bench` measures it.
+func (wb *webhookBench) startPodrole() server {
+	return wb.start("podrole-webhook", nil, wb.bin, "--cert-dir="+wb.dir, "--kubeconfig="+wb.kube,
+		"--sidecar-image=localhost/podrole-sidecar:dev", "--base-role-arn=arn:aws:iam::111122223333:role/",
+		"--region=eu-west-1", "--log-level=warn")
+}
+
+// start runs argv on CPU 0 (the load generator runs on CPU 1) listening on
+// a free loopback port, until the test ends, and waits until it admits the
+// typical pod.
+func (wb *webhookBench) start(name string, env []string, argv ...string) server {
+	t := wb.t
+	port := mustPort(t)
+	probe := mustPort(t)
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	args := append([]string{"-c", "0"}, argv...)
+	args = append(args, "--listen="+addr)
+	if name == "podrole-webhook" {
+		args = append(args, "--probe-listen=127.0.0.1:"+strconv.Itoa(probe))
+	}
+	cmd := exec.Command("taskset", args...)
+	cmd.Env = append(os.Environ(), env...)
+	logf, err := os.Create(filepath.Join(wb.dir, logName(name)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	url := "https://" + addr + "/mutate"
+	// Ready means the namespace cache is synced: a first admission proves it.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c := NewWebhookClient(url, wb.body, wb.roots, false, 1, `"patch":"`)
+		err := c.Admit(context.Background())
+		c.Close()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(filepath.Join(wb.dir, logName(name)))
+			t.Fatalf("%s never admitted the typical pod: %v\n%s", name, err, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return server{name: name, cmd: cmd, url: url, addr: addr}
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }

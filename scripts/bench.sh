@@ -27,6 +27,11 @@ PODROLE_BENCH=1 PODROLE_BENCH_DURATION=$dur PODROLE_BENCH_OUT=$PWD/bin/bench-web
   taskset -c 1 go test -count=1 -timeout 15m -run '^TestWebhookFigures$' -v ./bench/ | grep -v '^=== RUN\|^--- PASS\|^PASS\|^ok '
 cat bin/bench-webhook.md >> "$out"
 
+echo "== section 5b: webhook /mutate and RSS with 120 stalled uploads held open, beside without"
+PODROLE_BENCH=1 PODROLE_BENCH_DURATION=$dur PODROLE_BENCH_OUT=$PWD/bin/bench-webhook-stalled.md \
+  taskset -c 1 go test -count=1 -timeout 10m -run '^TestWebhookStalledFigure$' -v ./bench/ | grep -v '^=== RUN\|^--- PASS\|^PASS\|^ok '
+cat bin/bench-webhook-stalled.md >> "$out"
+
 if [[ ${PODROLE_BENCH_CLUSTER:-1} != 0 ]]; then
   echo "== section 6: pod start-up on the local cluster (median of 10, create -> Ready)"
   started=0
