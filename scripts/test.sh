@@ -55,6 +55,8 @@ step build make -s build || { wait "$kpid"; finish; }
 # (IMDS answers within 500 ms) must not share the CPUs with a compiler.
 section "compile tests (go vet ./...)"
 step vet go vet ./...
+section "go.mod and go.sum tidy (go mod tidy -diff)"
+step tidy go mod tidy -diff
 
 section "waiting for build-k8s"
 if wait "$kpid"; then
