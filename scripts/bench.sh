@@ -34,11 +34,9 @@ cat bin/bench-webhook-stalled.md >> "$out"
 
 if [[ ${PODROLE_BENCH_CLUSTER:-1} != 0 ]]; then
   echo "== section 6: pod start-up on the local cluster (median of 10, create -> Ready)"
-  started=0
   if ! KUBECONFIG=$PODROLE_WORK/kubeconfig timeout 10 kubectl get --raw /readyz >/dev/null 2>&1; then
     scripts/build-k8s.sh
     e2e/cluster/up.sh
-    started=1
     trap 'e2e/cluster/down.sh' EXIT
   fi
   e2e/cluster/images.sh

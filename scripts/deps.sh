@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests and the local cluster need. Idempotent and quiet when done before.
 set -euo pipefail
-pkgs=(containerd runc containernetworking-plugins etcd-server iptables nftables iproute2 util-linux netbase curl bc awscli python3-botocore openssl)
+pkgs=(containerd runc containernetworking-plugins etcd-server iptables nftables iproute2 util-linux netbase curl bc awscli python3-botocore openssl shellcheck)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

@@ -4,7 +4,7 @@
 # testdata/fuzz/<Target>/<id> in the package, where it then runs as a
 # regression case in every `go test`.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 t=${FUZZTIME:-30s}
 crashers=0
 while IFS=: read -r file target; do

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # make test: everything CI runs, on a fresh machine or a warm one.
 #   1. build-k8s in the background (the long pole: ~6 min cold, seconds warm)
-#   2. deps, tools, make build, go vet (compiles every test) — while it compiles
+#   2. deps, tools, make build, go vet (compiles every test), go mod tidy -diff,
+#      shellcheck — while it compiles
 #   3. wait for the Kubernetes build, every unit test in strict mode, cluster up
 #      (torn down on exit), images, and the e2e suite on the real cluster
 # Every step runs even if an earlier test step failed (except where it needs
 # the earlier result); the script exits non-zero if anything failed.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 export PODROLE_CACHE=${PODROLE_CACHE:-$HOME/.cache/podrole}
 export PODROLE_WORK=${PODROLE_WORK:-/var/tmp/podrole-cluster}
 export PODROLE_STRICT=1
@@ -57,6 +58,8 @@ section "compile tests (go vet ./...)"
 step vet go vet ./...
 section "go.mod and go.sum tidy (go mod tidy -diff)"
 step tidy go mod tidy -diff
+section "shellcheck (every tracked shell script, warnings and errors)"
+step shellcheck bash -c 'git ls-files -z "*.sh" .ci/run | xargs -0 shellcheck -x -S warning'
 
 section "waiting for build-k8s"
 if wait "$kpid"; then

@@ -19,14 +19,13 @@ done
 # Pod containers and their shims, through containerd while it still runs.
 if pid_alive containerd >/dev/null; then
   log "== removing pod containers"
-  for ns in k8s.io; do
-    for c in $(timeout 30 ctr -n "$ns" containers list -q 2>/dev/null); do
-      timeout 15 ctr -n "$ns" tasks kill -a -s SIGKILL "$c" >/dev/null 2>&1 || true
-    done
-    for c in $(timeout 30 ctr -n "$ns" containers list -q 2>/dev/null); do
-      timeout 15 ctr -n "$ns" tasks delete -f "$c" >/dev/null 2>&1 || true
-      timeout 15 ctr -n "$ns" containers delete "$c" >/dev/null 2>&1 || true
-    done
+  ns=k8s.io
+  for c in $(timeout 30 ctr -n "$ns" containers list -q 2>/dev/null); do
+    timeout 15 ctr -n "$ns" tasks kill -a -s SIGKILL "$c" >/dev/null 2>&1 || true
+  done
+  for c in $(timeout 30 ctr -n "$ns" containers list -q 2>/dev/null); do
+    timeout 15 ctr -n "$ns" tasks delete -f "$c" >/dev/null 2>&1 || true
+    timeout 15 ctr -n "$ns" containers delete "$c" >/dev/null 2>&1 || true
   done
   log "== stopping containerd"
 fi

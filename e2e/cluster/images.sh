@@ -53,6 +53,7 @@ wep=$(entrypoint Dockerfile.webhook /podrole-webhook)
 wuser=$(dockerfile_user Dockerfile.webhook); wuser=${wuser:-65532:65532}
 printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$B/passwd"
 printf 'root:x:0:\nnonroot:x:65532:\n' >"$B/group"
+# shellcheck disable=SC2046  # dockerfile_env prints "-env NAME=VALUE": split on purpose
 "$MK" -o "$IMAGES/webhook.tar" -t localhost/podrole-webhook:dev -entrypoint "$wep" -user "$wuser" $(dockerfile_env Dockerfile.webhook) \
   -f "bin/podrole-webhook:${wep%% *}" -f "$B/passwd:/etc/passwd" -f "$B/group:/etc/group"
 
@@ -63,6 +64,7 @@ scripts/sidecar-rootfs.sh "$B/sidecar-rootfs" >"$LOGS/sidecar-rootfs.log" 2>&1 |
   { cat "$LOGS/sidecar-rootfs.log" >&2; die "scripts/sidecar-rootfs.sh failed"; }
 sep=$(entrypoint Dockerfile.sidecar /podrole-sidecar)
 suser=$(dockerfile_user Dockerfile.sidecar)
+# shellcheck disable=SC2046  # dockerfile_env prints "-env NAME=VALUE": split on purpose
 "$MK" -o "$IMAGES/sidecar.tar" -t localhost/podrole-sidecar:dev -entrypoint "$sep" ${suser:+-user "$suser"} $(dockerfile_env Dockerfile.sidecar) \
   -dir "$B/sidecar-rootfs:/"
 

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced: the variables are used by the scripts that source it
 # Shared settings and helpers of the local cluster scripts (sourced, not run).
 # Everything the harness owns is named here once.
 
