@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # make test: everything CI runs, on a fresh machine or a warm one.
 #   1. build-k8s in the background (the long pole: ~6 min cold, seconds warm)
-#   2. deps, tools, make build, go vet (compiles every test), go mod tidy -diff,
-#      shellcheck — while it compiles
+#   2. deps, tools, make build, go vet (compiles every test), a go mod tidy -diff
+#      check and a lint of the shell scripts (shellcheck), while it compiles
 #   3. wait for the Kubernetes build, every unit test in strict mode, cluster up
 #      (torn down on exit), images, and the e2e suite on the real cluster
 # Every step runs even if an earlier test step failed (except where it needs
