@@ -22,17 +22,9 @@ import (
 // init step first, keep every container it had, and mount the token only in
 // the agent; a denial must say it comes from podrole.
 func FuzzMutate(f *testing.F) {
-	files, _ := filepath.Glob("testdata/*.yaml")
-	for _, file := range files {
-		raw, err := os.ReadFile(file)
-		if err != nil {
-			f.Fatal(err)
-		}
-		var fx fixture
-		if err := yaml.Unmarshal(raw, &fx); err != nil {
-			f.Fatal(err)
-		}
-		f.Add([]byte(fx.Pod), fx.Namespace.Annotations[contract.AnnotationAllowedRoles], fx.Namespace.Annotations[contract.AnnotationPermitted], uint8(len(file)))
+	files, fixtures := readFixtures[fixture](f, "testdata/*.yaml")
+	for i, fx := range fixtures {
+		f.Add([]byte(fx.Pod), fx.Namespace.Annotations[contract.AnnotationAllowedRoles], fx.Namespace.Annotations[contract.AnnotationPermitted], uint8(len(files[i])))
 	}
 	f.Fuzz(func(t *testing.T, podJSON []byte, allowed, permitted string, knobs uint8) {
 		var pod corev1.Pod
@@ -103,19 +95,7 @@ func fuzzNamespace(knobs uint8, psa bool, allowed, permitted string) Namespace {
 // byte-identical: outcome, patch, message, warnings and role. So must
 // ValidateCreate's, which re-verifies through the same caches.
 func FuzzCaches(f *testing.F) {
-	files, _ := filepath.Glob("testdata/*.yaml")
-	var fixtures []fixture
-	for _, file := range files {
-		raw, err := os.ReadFile(file)
-		if err != nil {
-			f.Fatal(err)
-		}
-		var fx fixture
-		if err := yaml.Unmarshal(raw, &fx); err != nil {
-			f.Fatal(err)
-		}
-		fixtures = append(fixtures, fx)
-	}
+	_, fixtures := readFixtures[fixture](f, "testdata/*.yaml")
 	for i, fx := range fixtures {
 		// Neighbours and a distant fixture: similar pods that should
 		// share cache entries and ones that must not.
@@ -298,16 +278,8 @@ func fuzzMutateOnce(t *testing.T, pod *corev1.Pod, ns Namespace, cfg Config, env
 // privileged ephemeral container, or one targeting podrole-agent, in a pod
 // carrying podrole.io/status must never be allowed.
 func FuzzCheckEphemeral(f *testing.F) {
-	files, _ := filepath.Glob("testdata/ephemeral/*.yaml")
-	for _, file := range files {
-		raw, err := os.ReadFile(file)
-		if err != nil {
-			f.Fatal(err)
-		}
-		var fx ephemeralFixture
-		if err := yaml.Unmarshal(raw, &fx); err != nil {
-			f.Fatal(err)
-		}
+	_, fixtures := readFixtures[ephemeralFixture](f, "testdata/ephemeral/*.yaml")
+	for _, fx := range fixtures {
 		add, _ := json.Marshal(fx.Add)
 		f.Add([]byte(fx.Pod), add, len(fx.Config) > 0)
 	}
@@ -389,16 +361,8 @@ func FuzzCheckEphemeral(f *testing.F) {
 // podrole-agent's image, or of the status annotation, of a pod carrying
 // podrole.io/status is never allowed.
 func FuzzValidateUpdate(f *testing.F) {
-	files, _ := filepath.Glob("testdata/update/*.yaml")
-	for _, file := range files {
-		raw, err := os.ReadFile(file)
-		if err != nil {
-			f.Fatal(err)
-		}
-		var fx updateFixture
-		if err := yaml.Unmarshal(raw, &fx); err != nil {
-			f.Fatal(err)
-		}
+	_, fixtures := readFixtures[updateFixture](f, "testdata/update/*.yaml")
+	for _, fx := range fixtures {
 		p, err := jsonpatch.DecodePatch(fx.Patch)
 		if err != nil {
 			f.Fatal(err)
@@ -465,4 +429,23 @@ func FuzzCheckConnect(f *testing.F) {
 			t.Fatalf("denial %q", res.Message)
 		}
 	})
+}
+
+// readFixtures reads every fixture file matching glob into a T, for the
+// fuzz targets' seeds; files[i] is the file of fixtures[i].
+func readFixtures[T any](tb testing.TB, glob string) (files []string, fixtures []T) {
+	tb.Helper()
+	files, _ = filepath.Glob(glob)
+	for _, file := range files {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		var fx T
+		if err := yaml.Unmarshal(raw, &fx); err != nil {
+			tb.Fatalf("%s: %v", file, err)
+		}
+		fixtures = append(fixtures, fx)
+	}
+	return files, fixtures
 }
