@@ -39,7 +39,9 @@ func waitStarted(ctx context.Context, cfg contract.WaitConfig, every time.Durati
 				return nil
 			}
 			last = resp.Status
-		} else {
+		} else if ctx.Err() == nil || last == "" {
+			// Our own deadline cutting a request short is not the agent's
+			// answer: keep the last one it gave, which says why it is not started.
 			last = err.Error()
 		}
 		select {

@@ -37,11 +37,11 @@ func TestWaitTimesOutWithReason(t *testing.T) {
 	defer srv.Close()
 	var stderr bytes.Buffer
 	start := time.Now()
-	code := run(context.Background(), []string{"wait", "--url=" + srv.URL, "--timeout=300ms"}, &bytes.Buffer{}, &stderr)
+	code := run(context.Background(), []string{"wait", "--url=" + srv.URL, "--timeout=2s"}, &bytes.Buffer{}, &stderr)
 	if code != 1 {
 		t.Fatalf("exit %d, want 1", code)
 	}
-	if time.Since(start) > 5*time.Second {
+	if time.Since(start) > 10*time.Second {
 		t.Fatal("did not respect --timeout")
 	}
 	if !strings.Contains(stderr.String(), "503") || !strings.Contains(stderr.String(), "kubectl logs") {
