@@ -4,20 +4,16 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/podrole/podrole/certs"
 	"github.com/podrole/podrole/contract"
 	"github.com/podrole/podrole/webhook/mutate"
 	"github.com/prometheus/client_golang/prometheus"
@@ -280,31 +276,9 @@ func BenchmarkMutate(b *testing.B) {
 // connection, as the API server calls it, certificate served from a Store.
 func BenchmarkMutateTLS(b *testing.B) {
 	s, _ := newTestServer(b)
-	ca, err := certs.NewCA("bench-ca", time.Now(), time.Hour)
-	if err != nil {
-		b.Fatal(err)
-	}
-	kp, err := ca.Issue("bench", []string{"127.0.0.1"}, nil, true, false, time.Now(), time.Hour)
-	if err != nil {
-		b.Fatal(err)
-	}
-	cert, err := kp.TLS()
-	if err != nil {
-		b.Fatal(err)
-	}
-	store := &certs.Store{}
-	store.Set(cert)
 	// As in main: ServeTLS with the Store's config (HTTP/2 via ALPN).
-	srv := &http.Server{Handler: s.Handler(), TLSConfig: store.TLSConfig()}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	go srv.ServeTLS(ln, "", "")
-	defer srv.Close()
-	url := "https://" + ln.Addr().String()
-	roots := x509.NewCertPool()
-	roots.AddCert(ca.Cert)
+	addr, roots := tlsServer(b, s)
+	url := "https://" + addr
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}}
 	body := reviewJSON("bench", "team-a", admissionv1.Create, "Pod", podJSON("team-a", map[string]string{contract.AnnotationRole: "app"}))
 	b.ReportAllocs()

@@ -32,7 +32,7 @@ import (
 // tlsServer serves s over TLS on a loopback port exactly as main does
 // (HTTPServer, the certs.Store's TLS config, ServeTLS) until the test ends,
 // and returns its address and a pool trusting it.
-func tlsServer(t *testing.T, s *Server) (string, *x509.CertPool) {
+func tlsServer(t testing.TB, s *Server) (string, *x509.CertPool) {
 	t.Helper()
 	ca, err := certs.NewCA("stalled-ca", time.Now(), time.Hour)
 	if err != nil {
