@@ -32,9 +32,39 @@ const (
 
 // Pod annotations written by the webhook.
 const (
-	AnnotationStatus  = "podrole.io/status"
-	StatusInjected    = "injected"
+	AnnotationStatus = "podrole.io/status"
+	StatusInjected   = "injected"
+	// StatusBlocked is the AnnotationStatus value of pods that got only the
+	// block step: they asked for no role, so metadata traffic is rejected.
+	StatusBlocked     = "blocked"
 	AnnotationRoleARN = "podrole.io/role-arn"
+)
+
+// Env mode: how pods in namespaces that enforce the baseline or restricted
+// Pod Security Standard get their role (docs/design.md): only the agent is
+// injected, and every app container gets EnvMetadataEndpoint and
+// EnvMetadataEndpointMode. The agent knows nothing of modes; users, the
+// webhook and the tests see these names.
+const (
+	// AnnotationMode on a namespace chooses the mode of its pods (ModeRedirect
+	// or ModeEnv), overriding the webhook's --mode; on a pod it records the
+	// mode podrole used. Pods cannot choose: a pod that asks for another mode
+	// is refused.
+	AnnotationMode = "podrole.io/mode"
+	// ModeAuto, ModeRedirect and ModeEnv are the values of the webhook's
+	// --mode; AnnotationMode takes ModeRedirect or ModeEnv.
+	ModeAuto     = "auto"
+	ModeRedirect = "redirect"
+	ModeEnv      = "env"
+	// AnnotationRequireIMDSv2 "true" on a pod makes its agent refuse IMDSv1.
+	AnnotationRequireIMDSv2 = "podrole.io/require-imdsv2"
+	// LabelPodSecurityEnforce is Pod Security admission's namespace label;
+	// with --mode=auto, baseline or restricted there means env mode.
+	LabelPodSecurityEnforce = "pod-security.kubernetes.io/enforce"
+	// EnvMetadataEndpoint and EnvMetadataEndpointMode are what every AWS SDK
+	// and the AWS CLI read to find the instance metadata service.
+	EnvMetadataEndpoint     = "AWS_EC2_METADATA_SERVICE_ENDPOINT"
+	EnvMetadataEndpointMode = "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE"
 )
 
 // Injected container names.
@@ -42,6 +72,10 @@ const (
 	InitContainerName  = "podrole-init"
 	AgentContainerName = "podrole-agent"
 )
+
+// Entrypoint is the sidecar image's binary (Dockerfile.sidecar's ENTRYPOINT);
+// its first argument picks init, serve or wait.
+const Entrypoint = "/podrole-sidecar"
 
 // Defaults shared by both binaries. Documented in the README.
 const (

@@ -258,7 +258,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		"allow_net_admin", o.inject.AllowNetAdmin, "allow_net_raw", o.inject.AllowNetRaw, "allow_host_access", o.inject.AllowHostAccess,
 		"mode", o.inject.Mode, "require_imdsv2", o.inject.RequireIMDSv2, "allow_env_mode_node_source", o.inject.AllowEnvModeNodeSource)
 
-	if o.inject.Mode != mutate.ModeRedirect && o.inject.Source == contract.SourceNode && !o.inject.AllowEnvModeNodeSource {
+	if o.inject.Mode != contract.ModeRedirect && o.inject.Source == contract.SourceNode && !o.inject.AllowEnvModeNodeSource {
 		// --mode=env was refused at start; auto (and namespace annotations)
 		// can still pick env mode, and such pods are refused one by one.
 		log.Warn("--source=node: pods in namespaces in env mode (pod-security.kubernetes.io/enforce baseline or restricted with --mode=auto, or annotated podrole.io/mode: env) that ask for a role are refused; use --source=web-identity so that they get their role")

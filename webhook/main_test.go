@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/podrole/podrole/contract"
-	"github.com/podrole/podrole/webhook/mutate"
 )
 
 // TestFlags checks that every flag also comes from PODROLE_<NAME>, that the
@@ -51,24 +50,24 @@ func TestFlags(t *testing.T) {
 			}
 		}},
 		{name: "mode default auto", args: ok, check: func(t *testing.T, o *options) {
-			if c := o.inject; c.Mode != mutate.ModeAuto || c.RequireIMDSv2 || c.AllowEnvModeNodeSource {
+			if c := o.inject; c.Mode != contract.ModeAuto || c.RequireIMDSv2 || c.AllowEnvModeNodeSource {
 				t.Errorf("mode defaults %+v", c)
 			}
 		}},
 		{name: "mode env with web identity", args: append(ok, "--mode=env", "--source=web-identity", "--require-imdsv2"), check: func(t *testing.T, o *options) {
-			if c := o.inject; c.Mode != mutate.ModeEnv || !c.RequireIMDSv2 {
+			if c := o.inject; c.Mode != contract.ModeEnv || !c.RequireIMDSv2 {
 				t.Errorf("%+v", c)
 			}
 		}},
 		{name: "mode from environment", args: ok, env: map[string]string{"PODROLE_MODE": "redirect", "PODROLE_REQUIRE_IMDSV2": "true"}, check: func(t *testing.T, o *options) {
-			if c := o.inject; c.Mode != mutate.ModeRedirect || !c.RequireIMDSv2 {
+			if c := o.inject; c.Mode != contract.ModeRedirect || !c.RequireIMDSv2 {
 				t.Errorf("%+v", c)
 			}
 		}},
 		{name: "bad --mode", args: append(ok, "--mode=sidecar"), err: `--mode="sidecar" is not valid`},
 		{name: "mode env with node source", args: append(ok, "--mode=env"), err: "--mode=env with --source=node"},
 		{name: "mode env with node source allowed", args: append(ok, "--mode=env", "--allow-env-mode-node-source"), check: func(t *testing.T, o *options) {
-			if c := o.inject; c.Mode != mutate.ModeEnv || !c.AllowEnvModeNodeSource || c.Source != contract.SourceNode {
+			if c := o.inject; c.Mode != contract.ModeEnv || !c.AllowEnvModeNodeSource || c.Source != contract.SourceNode {
 				t.Errorf("%+v", c)
 			}
 		}},

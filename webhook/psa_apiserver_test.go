@@ -15,7 +15,6 @@ import (
 	"github.com/podrole/podrole/contract"
 	"github.com/podrole/podrole/internal/kubetest"
 	"github.com/podrole/podrole/internal/testenv"
-	"github.com/podrole/podrole/webhook/mutate"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -70,7 +69,7 @@ func checkEnvMode(t *testing.T, p *corev1.Pod) {
 	if got := names(p.Spec.InitContainers); strings.Join(got, ",") != contract.AgentContainerName+",migrate" {
 		t.Errorf("%s: init containers %v, want [podrole-agent migrate] (no podrole-init in env mode)", p.Name, got)
 	}
-	if p.Annotations[mutate.AnnotationMode] != mutate.ModeEnv || p.Annotations[contract.AnnotationStatus] != contract.StatusInjected ||
+	if p.Annotations[contract.AnnotationMode] != contract.ModeEnv || p.Annotations[contract.AnnotationStatus] != contract.StatusInjected ||
 		p.Annotations[contract.AnnotationRoleARN] != testBase+"app" {
 		t.Errorf("%s: annotations %v", p.Name, p.Annotations)
 	}
@@ -87,7 +86,7 @@ func checkEnvMode(t *testing.T, p *corev1.Pod) {
 		for _, e := range c.Env {
 			env[e.Name] = e.Value
 		}
-		if env[mutate.EnvMetadataEndpoint] != "http://127.0.0.1:9181/" || env[mutate.EnvMetadataEndpointMode] != "IPv4" || env["AWS_REGION"] != "" && env["AWS_REGION"] != "eu-west-1" {
+		if env[contract.EnvMetadataEndpoint] != "http://127.0.0.1:9181/" || env[contract.EnvMetadataEndpointMode] != "IPv4" || env["AWS_REGION"] != "" && env["AWS_REGION"] != "eu-west-1" {
 			t.Errorf("%s: container %s env %v", p.Name, c.Name, c.Env)
 		}
 	}
@@ -119,10 +118,10 @@ func TestPodSecurityAgainstAPIServer(t *testing.T) {
 
 	c := cluster.Client
 	on := contract.LabelInject
-	cluster.Namespace(ctx, t, "restricted", map[string]string{on: contract.InjectEnabled, mutate.LabelPodSecurityEnforce: "restricted"}, nil)
-	cluster.Namespace(ctx, t, "baseline", map[string]string{on: contract.InjectEnabled, mutate.LabelPodSecurityEnforce: "baseline"}, nil)
-	cluster.Namespace(ctx, t, "restricted-redirect", map[string]string{on: contract.InjectEnabled, mutate.LabelPodSecurityEnforce: "restricted"},
-		map[string]string{mutate.AnnotationMode: mutate.ModeRedirect})
+	cluster.Namespace(ctx, t, "restricted", map[string]string{on: contract.InjectEnabled, contract.LabelPodSecurityEnforce: "restricted"}, nil)
+	cluster.Namespace(ctx, t, "baseline", map[string]string{on: contract.InjectEnabled, contract.LabelPodSecurityEnforce: "baseline"}, nil)
+	cluster.Namespace(ctx, t, "restricted-redirect", map[string]string{on: contract.InjectEnabled, contract.LabelPodSecurityEnforce: "restricted"},
+		map[string]string{contract.AnnotationMode: contract.ModeRedirect})
 	if _, err := c.AdmissionregistrationV1().MutatingWebhookConfigurations().Create(ctx, webhookConfig(t, "https://"+addr+"/mutate", ca.CertPEM), metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}

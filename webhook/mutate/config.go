@@ -54,11 +54,11 @@ type Config struct {
 	// node's runtime and kubelet state in labelled namespaces. They expose
 	// other pods' tokens and agents' memory: this weakens the guarantee.
 	AllowHostAccess bool `json:"allowHostAccess,omitempty"`
-	// Mode is how pods reach their agent (--mode): ModeRedirect (podrole-init's
+	// Mode is how pods reach their agent (--mode): contract.ModeRedirect (podrole-init's
 	// rules in the pod's network namespace; needs NET_ADMIN and root, which
-	// the baseline and restricted Pod Security Standards refuse), ModeEnv (no
+	// the baseline and restricted Pod Security Standards refuse), contract.ModeEnv (no
 	// privileged step: apps are pointed at the agent with
-	// AWS_EC2_METADATA_SERVICE_ENDPOINT) or ModeAuto (env where the
+	// AWS_EC2_METADATA_SERVICE_ENDPOINT) or contract.ModeAuto (env where the
 	// namespace enforces baseline or restricted, redirect elsewhere). A
 	// namespace annotation podrole.io/mode overrides it (see chooseMode).
 	Mode string `json:"mode,omitempty"`
@@ -91,7 +91,7 @@ func DefaultConfig() Config {
 		SidecarUID:           contract.DefaultSidecarUID,
 		SidecarPort:          contract.DefaultSidecarPort,
 		HealthPort:           contract.DefaultHealthPort,
-		Mode:                 ModeAuto,
+		Mode:                 contract.ModeAuto,
 	}
 }
 
@@ -137,13 +137,13 @@ func (c *Config) Validate() error {
 		}
 	}
 	switch c.Mode {
-	case ModeAuto, ModeRedirect, ModeEnv:
+	case contract.ModeAuto, contract.ModeRedirect, contract.ModeEnv:
 	default:
-		return fmt.Errorf("--mode=%q is not valid: use %q (env where the namespace enforces the baseline or restricted Pod Security Standard, redirect elsewhere), %q or %q", c.Mode, ModeAuto, ModeRedirect, ModeEnv)
+		return fmt.Errorf("--mode=%q is not valid: use %q (env where the namespace enforces the baseline or restricted Pod Security Standard, redirect elsewhere), %q or %q", c.Mode, contract.ModeAuto, contract.ModeRedirect, contract.ModeEnv)
 	}
-	if c.Mode == ModeEnv && c.Source == contract.SourceNode && !c.AllowEnvModeNodeSource {
+	if c.Mode == contract.ModeEnv && c.Source == contract.SourceNode && !c.AllowEnvModeNodeSource {
 		return fmt.Errorf("--mode=%s with --source=%s: %s; use --source=%s, or start the webhook with --allow-env-mode-node-source to accept that",
-			ModeEnv, contract.SourceNode, envNodeSourceRisk, contract.SourceWebIdentity)
+			contract.ModeEnv, contract.SourceNode, envNodeSourceRisk, contract.SourceWebIdentity)
 	}
 	switch c.ImagePullPolicy {
 	case "", corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:

@@ -12,9 +12,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
-// Entrypoint is the sidecar image's binary; its first argument picks init or serve.
-const Entrypoint = "/podrole-sidecar"
-
 // TokenVolumeName is the projected service-account token volume (web-identity source).
 const TokenVolumeName = "podrole-token"
 
@@ -39,7 +36,7 @@ func initContainer(cfg Config, ic contract.InitConfig) corev1.Container {
 		Name:            contract.InitContainerName,
 		Image:           cfg.SidecarImage,
 		ImagePullPolicy: cfg.ImagePullPolicy,
-		Command:         []string{Entrypoint},
+		Command:         []string{contract.Entrypoint},
 		Args:            ic.Args(),
 		Resources: corev1.ResourceRequirements{
 			Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse("10m"), corev1.ResourceMemory: resource.MustParse("16Mi")},
@@ -169,7 +166,7 @@ func agentContainer(cfg Config, serve contract.ServeConfig, health int) corev1.C
 		Name:            contract.AgentContainerName,
 		Image:           cfg.SidecarImage,
 		ImagePullPolicy: cfg.ImagePullPolicy,
-		Command:         []string{Entrypoint},
+		Command:         []string{contract.Entrypoint},
 		Args:            serve.Args(),
 		Env:             env,
 		Ports:           []corev1.ContainerPort{{Name: "podrole-health", ContainerPort: int32(health), Protocol: corev1.ProtocolTCP}},
@@ -201,7 +198,7 @@ func holdApp(agent *corev1.Container, health int) {
 	wait.Timeout = startupFailureThreshold * time.Second
 	wait.IgnoreEnv = true
 	agent.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
-		Command: append([]string{Entrypoint}, wait.Args()...),
+		Command: append([]string{contract.Entrypoint}, wait.Args()...),
 	}}}
 }
 

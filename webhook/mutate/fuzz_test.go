@@ -75,7 +75,7 @@ func fuzzConfig(t *testing.T, knobs uint8) Config {
 func fuzzNamespace(knobs uint8, psa bool, allowed, permitted string) Namespace {
 	ns := Namespace{Name: "fuzz", Labels: map[string]string{contract.LabelInject: contract.InjectEnabled}, Annotations: map[string]string{}}
 	if psa {
-		ns.Labels[LabelPodSecurityEnforce] = "restricted"
+		ns.Labels[contract.LabelPodSecurityEnforce] = "restricted"
 	}
 	if knobs&32 != 0 {
 		ns.Annotations[contract.AnnotationAllowedRoles] = allowed
@@ -215,7 +215,7 @@ func fuzzMutateOnce(t *testing.T, pod *corev1.Pod, ns Namespace, cfg Config, env
 		t.Fatalf("ValidateCreate refuses the patched pod: %s %q\npatch %s", v.Outcome, v.Message, res.Patch)
 	}
 	if podEnvMode(&got) != (env && got.Annotations[contract.AnnotationStatus] == contract.StatusInjected) {
-		t.Fatalf("env mode %v, pod records %q", env, got.Annotations[AnnotationMode])
+		t.Fatalf("env mode %v, pod records %q", env, got.Annotations[contract.AnnotationMode])
 	}
 	if env {
 		if _, name, v := missingEnv(&got); name != "" {

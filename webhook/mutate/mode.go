@@ -20,25 +20,8 @@ import (
 // 169.254.169.254 itself: the node must refuse pods (IMDS HttpTokens=required
 // with hop limit 1), and every env-mode injection says so in a warning.
 //
-// These names are read only by the webhook (the agent knows nothing of
-// modes), so they live here rather than in package contract.
-const (
-	// AnnotationMode on a namespace chooses the mode of its pods (ModeRedirect
-	// or ModeEnv), overriding --mode; on a pod it records the mode podrole
-	// used. Pods cannot choose: a pod that asks for another mode is refused.
-	AnnotationMode = "podrole.io/mode"
-	ModeAuto       = "auto"
-	ModeRedirect   = "redirect"
-	ModeEnv        = "env"
-	// AnnotationRequireIMDSv2 "true" on a pod makes its agent refuse IMDSv1.
-	AnnotationRequireIMDSv2 = "podrole.io/require-imdsv2"
-	// LabelPodSecurityEnforce is Pod Security admission's namespace label.
-	LabelPodSecurityEnforce = "pod-security.kubernetes.io/enforce"
-	// EnvMetadataEndpoint and EnvMetadataEndpointMode are what every AWS SDK
-	// and the AWS CLI read to find the instance metadata service.
-	EnvMetadataEndpoint     = "AWS_EC2_METADATA_SERVICE_ENDPOINT"
-	EnvMetadataEndpointMode = "AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE"
-)
+// The names users see (the podrole.io/mode annotation, the mode values, the
+// variables) are in package contract.
 
 // podSecurityPrivileged is the one Pod Security level that admits podrole-init.
 const podSecurityPrivileged = "privileged"
@@ -52,7 +35,7 @@ const envRemedy = "make the nodes refuse pods: instance metadata HttpTokens=requ
 
 // modeChoice is the mode of a pod and why, for messages.
 type modeChoice struct {
-	mode string // ModeRedirect or ModeEnv
+	mode string // contract.ModeRedirect or contract.ModeEnv
 	why  string
 }
 
@@ -65,22 +48,22 @@ type modeChoice struct {
 // default: such namespaces get redirect (set the label or the annotation).
 // A malformed annotation is a denial naming it, for every pod of ns.
 func chooseMode(ns Namespace, cfg Config) (modeChoice, string) {
-	if v, ok := ns.Annotations[AnnotationMode]; ok {
+	if v, ok := ns.Annotations[contract.AnnotationMode]; ok {
 		switch v {
-		case ModeRedirect, ModeEnv:
-			return modeChoice{v, fmt.Sprintf("namespace %q is annotated %s=%s", ns.Name, AnnotationMode, v)}, ""
+		case contract.ModeRedirect, contract.ModeEnv:
+			return modeChoice{v, fmt.Sprintf("namespace %q is annotated %s=%s", ns.Name, contract.AnnotationMode, v)}, ""
 		}
 		return modeChoice{}, fmt.Sprintf("namespace %q has the annotation %s=%q, which is not a mode: a cluster admin must set it to %q or %q, or remove it (the webhook's --mode=%s then decides)",
-			ns.Name, AnnotationMode, v, ModeRedirect, ModeEnv, cfg.Mode)
+			ns.Name, contract.AnnotationMode, v, contract.ModeRedirect, contract.ModeEnv, cfg.Mode)
 	}
 	switch cfg.Mode {
-	case ModeRedirect, ModeEnv:
+	case contract.ModeRedirect, contract.ModeEnv:
 		return modeChoice{cfg.Mode, "the webhook runs with --mode=" + cfg.Mode}, ""
 	}
-	if level, ok := ns.Labels[LabelPodSecurityEnforce]; ok && level != podSecurityPrivileged {
-		return modeChoice{ModeEnv, fmt.Sprintf("namespace %q enforces the %q Pod Security level (%s), which refuses podrole-init", ns.Name, level, LabelPodSecurityEnforce)}, ""
+	if level, ok := ns.Labels[contract.LabelPodSecurityEnforce]; ok && level != podSecurityPrivileged {
+		return modeChoice{contract.ModeEnv, fmt.Sprintf("namespace %q enforces the %q Pod Security level (%s), which refuses podrole-init", ns.Name, level, contract.LabelPodSecurityEnforce)}, ""
 	}
-	return modeChoice{ModeRedirect, fmt.Sprintf("namespace %q does not enforce the baseline or restricted Pod Security level", ns.Name)}, ""
+	return modeChoice{contract.ModeRedirect, fmt.Sprintf("namespace %q does not enforce the baseline or restricted Pod Security level", ns.Name)}, ""
 }
 
 // inEnvMode is c for deciding a pod in env mode: no rules exist there, so
@@ -112,7 +95,7 @@ func escapeRiskFor(cfg Config) string {
 // after creation, so a pod with podrole-init is judged in redirect mode
 // whatever its annotations say (the NET_RAW checks are never skipped there).
 func podEnvMode(pod *corev1.Pod) bool {
-	if pod == nil || pod.Annotations[AnnotationMode] != ModeEnv {
+	if pod == nil || pod.Annotations[contract.AnnotationMode] != contract.ModeEnv {
 		return false
 	}
 	for _, c := range pod.Spec.InitContainers {
@@ -127,18 +110,18 @@ func podEnvMode(pod *corev1.Pod) bool {
 // the mode is the cluster admin's choice (namespace annotation, Pod Security
 // label, --mode), never the pod's.
 func checkPodMode(pod *corev1.Pod, m modeChoice) string {
-	v, ok := pod.Annotations[AnnotationMode]
+	v, ok := pod.Annotations[contract.AnnotationMode]
 	if !ok || v == m.mode {
 		return ""
 	}
 	return fmt.Sprintf("pod %s has the annotation %s=%q, but podrole writes that annotation itself and pods cannot choose their mode: %s, so its mode is %q; remove the annotation (a cluster admin chooses the mode with the namespace annotation %s: %s|%s)",
-		podName(pod), AnnotationMode, v, m.why, m.mode, AnnotationMode, ModeRedirect, ModeEnv)
+		podName(pod), contract.AnnotationMode, v, m.why, m.mode, contract.AnnotationMode, contract.ModeRedirect, contract.ModeEnv)
 }
 
 // podRequiresIMDSv2 reads the pod's podrole.io/require-imdsv2 annotation:
 // "true" or "false" (absent: false); anything else is a denial naming it.
 func podRequiresIMDSv2(pod *corev1.Pod) (bool, string) {
-	v, ok := pod.Annotations[AnnotationRequireIMDSv2]
+	v, ok := pod.Annotations[contract.AnnotationRequireIMDSv2]
 	if !ok {
 		return false, ""
 	}
@@ -148,7 +131,7 @@ func podRequiresIMDSv2(pod *corev1.Pod) (bool, string) {
 	case "false":
 		return false, ""
 	}
-	return false, fmt.Sprintf("pod %s has the annotation %s=%q: use \"true\" (its agent refuses IMDSv1 requests) or \"false\"", podName(pod), AnnotationRequireIMDSv2, v)
+	return false, fmt.Sprintf("pod %s has the annotation %s=%q: use \"true\" (its agent refuses IMDSv1 requests) or \"false\"", podName(pod), contract.AnnotationRequireIMDSv2, v)
 }
 
 // metadataEndpoint is the value of AWS_EC2_METADATA_SERVICE_ENDPOINT for an
@@ -159,7 +142,7 @@ func metadataEndpoint(port int) string {
 
 // envVars are what every app container and app init container gets in env mode.
 func envVars(port int) []corev1.EnvVar {
-	return []corev1.EnvVar{{Name: EnvMetadataEndpoint, Value: metadataEndpoint(port)}, {Name: EnvMetadataEndpointMode, Value: "IPv4"}}
+	return []corev1.EnvVar{{Name: contract.EnvMetadataEndpoint, Value: metadataEndpoint(port)}, {Name: contract.EnvMetadataEndpointMode, Value: "IPv4"}}
 }
 
 // envPatch adds envVars(port) to every init and regular container of pod
@@ -196,7 +179,7 @@ func envPatch(pod *corev1.Pod, port int) (patch, []string) {
 			}
 			if len(own) > 0 {
 				warnings = append(warnings, fmt.Sprintf("podrole: %s %q of pod %s sets %s itself; podrole keeps its value (in env mode it sets %s=%s only where a container sets nothing), so that container's AWS SDK may not ask podrole-agent for the pod's role",
-					l.kind, c.Name, podName(pod), strings.Join(own, " and "), EnvMetadataEndpoint, metadataEndpoint(port)))
+					l.kind, c.Name, podName(pod), strings.Join(own, " and "), contract.EnvMetadataEndpoint, metadataEndpoint(port)))
 			}
 			if len(add) == 0 {
 				continue
@@ -235,7 +218,7 @@ func missingEnv(pod *corev1.Pod) (kind, name, variable string) {
 			if isPodroleContainer(c.Name) {
 				continue
 			}
-			for _, v := range []string{EnvMetadataEndpoint, EnvMetadataEndpointMode} {
+			for _, v := range []string{contract.EnvMetadataEndpoint, contract.EnvMetadataEndpointMode} {
 				if lastEnv(c.Env, v) == nil {
 					return l.kind, c.Name, v
 				}
@@ -249,14 +232,14 @@ func missingEnv(pod *corev1.Pod) (kind, name, variable string) {
 // webhook should have given the env-mode variables.
 func envNotSet(kind, name, variable string, pod *corev1.Pod) string {
 	return fmt.Sprintf("%s %q of pod %s does not set %s: in env mode podrole's mutating webhook gives every container the variables that point AWS SDKs at podrole-agent; it is missing, so that webhook was bypassed or a later one added the container after podrole's last call: make that webhook sort before podrole (or leave the pod alone), or set %s=%s and %s=IPv4 in the container",
-		kind, name, podName(pod), variable, EnvMetadataEndpoint, "http://127.0.0.1:<podrole-agent's port>/", EnvMetadataEndpointMode)
+		kind, name, podName(pod), variable, contract.EnvMetadataEndpoint, "http://127.0.0.1:<podrole-agent's port>/", contract.EnvMetadataEndpointMode)
 }
 
 // envWarning is what every env-mode injection tells the client: what env
 // mode cannot do, and the node setting that closes it.
 func envWarning(pod *corev1.Pod, m modeChoice, cfg Config) string {
 	w := fmt.Sprintf("podrole: pod %s runs in env mode (%s): its containers find podrole-agent through %s, but nothing in the pod stops a process that calls 169.254.169.254 itself, and podrole cannot see whether the node answers pods; %s",
-		podName(pod), m.why, EnvMetadataEndpoint, envRemedy)
+		podName(pod), m.why, contract.EnvMetadataEndpoint, envRemedy)
 	if cfg.Source == contract.SourceNode {
 		w += fmt.Sprintf(". This webhook runs with --source=node and --allow-env-mode-node-source: %s", envNodeSourceRisk)
 	}

@@ -27,10 +27,6 @@ const (
 	Patched Outcome = "patched"
 )
 
-// StatusBlocked is the podrole.io/status value of pods that got only the
-// block step: they asked for no role, so metadata traffic is rejected.
-const StatusBlocked = "blocked"
-
 // Namespace is what the webhook knows about the pod's namespace.
 type Namespace struct {
 	Name        string            `json:"name"`
@@ -88,7 +84,7 @@ func Mutate(pod *corev1.Pod, ns Namespace, cfg Config) Result {
 		role = cfg.DefaultRole
 	}
 
-	if m.mode == ModeEnv {
+	if m.mode == contract.ModeEnv {
 		if role == "" {
 			// Nothing unprivileged can block metadata traffic, so a pod
 			// without a role gets nothing, and is told so. A token for STS
@@ -104,7 +100,7 @@ func Mutate(pod *corev1.Pod, ns Namespace, cfg Config) Result {
 		}
 		if cfg.Source == contract.SourceNode && !cfg.AllowEnvModeNodeSource {
 			return denied("pod %s runs in env mode (%s), but the webhook runs with --source=node: %s; a cluster admin can start the webhook with --source=%s (recommended), or with --allow-env-mode-node-source to accept that, or choose redirect mode for the namespace (annotation %s=%s, which needs the namespace's Pod Security level to admit podrole-init)",
-				podName(pod), m.why, envNodeSourceRisk, contract.SourceWebIdentity, AnnotationMode, ModeRedirect)
+				podName(pod), m.why, envNodeSourceRisk, contract.SourceWebIdentity, contract.AnnotationMode, contract.ModeRedirect)
 		}
 		cfg = cfg.inEnvMode()
 	}
@@ -184,7 +180,7 @@ func block(pod *corev1.Pod, cfg Config) Result {
 	init := initContainer(cfg, contract.InitConfig{Port: port, IPv6: contract.IPv6Auto, Block: true})
 	var p patch
 	p.prependInit(pod, init)
-	p.annotate(pod, map[string]string{contract.AnnotationStatus: StatusBlocked, AnnotationMode: ModeRedirect})
+	p.annotate(pod, map[string]string{contract.AnnotationStatus: contract.StatusBlocked, contract.AnnotationMode: contract.ModeRedirect})
 	b := p.bytes()
 	cfg.Caches.storePatch(key, b)
 	return Result{Outcome: Blocked, Patch: drops.prepend(b)}
@@ -279,11 +275,11 @@ func inject(pod *corev1.Pod, ns Namespace, role string, cfg Config) Result {
 		agent.RestartPolicy = &always
 		p.prependInit(pod, append(inits, agent)...)
 	}
-	mode := ModeRedirect
+	mode := contract.ModeRedirect
 	if cfg.env {
-		mode = ModeEnv
+		mode = contract.ModeEnv
 	}
-	p.annotate(pod, map[string]string{contract.AnnotationStatus: contract.StatusInjected, contract.AnnotationRoleARN: arn, AnnotationMode: mode})
+	p.annotate(pod, map[string]string{contract.AnnotationStatus: contract.StatusInjected, contract.AnnotationRoleARN: arn, contract.AnnotationMode: mode})
 	b := p.bytes()
 	cfg.Caches.storePatch(key, b)
 	return Result{Outcome: Injected, Patch: drops.prepend(b), RoleARN: arn, Warnings: warnings, env: cfg.env}

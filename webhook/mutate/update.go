@@ -31,7 +31,7 @@ func ValidateUpdate(old, pod *corev1.Pod, cfg Config) Result {
 	if old == nil || pod == nil {
 		return denied("the pod update carries no object or no oldObject, so podrole cannot check it; send both")
 	}
-	for _, k := range []string{contract.AnnotationStatus, contract.AnnotationRoleARN, AnnotationMode} {
+	for _, k := range []string{contract.AnnotationStatus, contract.AnnotationRoleARN, contract.AnnotationMode} {
 		ov, oh := old.Annotations[k]
 		nv, nh := pod.Annotations[k]
 		if oh == nh && ov == nv {

@@ -37,7 +37,7 @@ func verifyInjected(pod *corev1.Pod, ns Namespace, cfg Config) Result {
 	stripped := pod.DeepCopy()
 	delete(stripped.Annotations, contract.AnnotationStatus)
 	delete(stripped.Annotations, contract.AnnotationRoleARN)
-	delete(stripped.Annotations, AnnotationMode)
+	delete(stripped.Annotations, contract.AnnotationMode)
 	ours := func(c corev1.Container) bool { return isPodroleContainer(c.Name) }
 	stripped.Spec.InitContainers = slices.DeleteFunc(stripped.Spec.InitContainers, ours)
 	stripped.Spec.Containers = slices.DeleteFunc(stripped.Spec.Containers, ours)
@@ -57,7 +57,7 @@ func verifyInjected(pod *corev1.Pod, ns Namespace, cfg Config) Result {
 		if hasPodroleContainer(pod) {
 			return denied("pod %s carries %s=%s and a %s/%s container, but podrole injects nothing into it now (%s); remove the %s, %s and %s annotations and the %s/%s containers and create it again",
 				podName(pod), contract.AnnotationStatus, pod.Annotations[contract.AnnotationStatus], contract.InitContainerName, contract.AgentContainerName, res.Message,
-				contract.AnnotationStatus, contract.AnnotationRoleARN, AnnotationMode, contract.InitContainerName, contract.AgentContainerName)
+				contract.AnnotationStatus, contract.AnnotationRoleARN, contract.AnnotationMode, contract.InitContainerName, contract.AgentContainerName)
 		}
 		return Result{Outcome: Skipped, Message: "pod already has " + contract.AnnotationStatus + " and needs no injection", Warnings: res.Warnings}
 	}
@@ -88,11 +88,11 @@ func verifyInjected(pod *corev1.Pod, ns Namespace, cfg Config) Result {
 	// refusal: the later webhook did nothing wrong). The mode is the one the
 	// pod's annotation now matches (differs checked it).
 	fix, what := netRawPatch(pod, cfg), "NET_RAW dropped from"
-	if want.Annotations[AnnotationMode] == ModeEnv {
+	if want.Annotations[contract.AnnotationMode] == contract.ModeEnv {
 		// Mutate chose the agent's port on the stripped pod; it succeeded.
 		port, _, _ := choosePorts(stripped, cfg)
 		fix, _ = envPatch(pod, port)
-		what = EnvMetadataEndpoint + " and " + EnvMetadataEndpointMode + " added to"
+		what = contract.EnvMetadataEndpoint + " and " + contract.EnvMetadataEndpointMode + " added to"
 	}
 	if len(fix) > 0 {
 		return Result{Outcome: Patched, Patch: fix.bytes(), RoleARN: res.RoleARN, Warnings: res.Warnings,
@@ -122,10 +122,10 @@ func verifyInjected(pod *corev1.Pod, ns Namespace, cfg Config) Result {
 // A pod without podrole.io/mode counts as redirect mode: pods injected before
 // podrole recorded the mode carry none, and podrole-init is compared whole.
 func differs(got, want *corev1.Pod) string {
-	for _, k := range []string{contract.AnnotationStatus, contract.AnnotationRoleARN, AnnotationMode} {
+	for _, k := range []string{contract.AnnotationStatus, contract.AnnotationRoleARN, contract.AnnotationMode} {
 		g, ok := got.Annotations[k]
-		if k == AnnotationMode && !ok {
-			g = ModeRedirect
+		if k == contract.AnnotationMode && !ok {
+			g = contract.ModeRedirect
 		}
 		if g != want.Annotations[k] {
 			return fmt.Sprintf("its %s annotation is %q, not %q", k, g, want.Annotations[k])

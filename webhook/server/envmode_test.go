@@ -25,7 +25,7 @@ func TestEnvModeHTTP(t *testing.T) {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	nss := namespaces{"team-r": {Name: "team-r", Labels: map[string]string{contract.LabelInject: contract.InjectEnabled, mutate.LabelPodSecurityEnforce: "restricted"}}}
+	nss := namespaces{"team-r": {Name: "team-r", Labels: map[string]string{contract.LabelInject: contract.InjectEnabled, contract.LabelPodSecurityEnforce: "restricted"}}}
 	s, err := New(Options{Config: cfg, Namespaces: nss, Logger: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)

@@ -124,7 +124,7 @@ func costServer(t testing.TB, budget int64) *Server {
 		t.Fatal(err)
 	}
 	nss := testNamespaces()
-	nss["env"] = mutate.Namespace{Name: "env", Labels: map[string]string{contract.LabelInject: contract.InjectEnabled, mutate.LabelPodSecurityEnforce: "restricted"}}
+	nss["env"] = mutate.Namespace{Name: "env", Labels: map[string]string{contract.LabelInject: contract.InjectEnabled, contract.LabelPodSecurityEnforce: "restricted"}}
 	s, err := New(Options{Config: cfg, Namespaces: nss, Logger: slog.New(slog.DiscardHandler), Registry: prometheus.NewRegistry(), Limits: Limits{MemoryBudget: budget}})
 	if err != nil {
 		t.Fatal(err)
