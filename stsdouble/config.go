@@ -281,3 +281,13 @@ func globMatch(pattern, s string) bool {
 	ok, err := regexp.MatchString(b.String(), s)
 	return err == nil && ok
 }
+
+func (p principal) arn() string {
+	switch p.kind {
+	case "root":
+		return "arn:aws:iam::" + p.account + ":root"
+	case "assumed-role":
+		return "arn:aws:sts::" + p.account + ":assumed-role/" + p.name + "/" + p.session
+	}
+	return "arn:aws:iam::" + p.account + ":" + p.kind + "/" + p.name
+}

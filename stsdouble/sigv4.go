@@ -274,3 +274,51 @@ func uriEncode(s string) string {
 	}
 	return b.String()
 }
+
+// authenticate verifies the request's SigV4 signature. It returns the
+// caller, and the issued session when the caller used credentials from the double.
+func (d *Double) authenticate(r *http.Request, body []byte) (principal, *session, *apiError) {
+	sig, e := parseSignature(r)
+	if e != nil {
+		return principal{}, nil, e
+	}
+	if sig == nil {
+		return principal{}, nil, errMissingAuth
+	}
+	now := d.now()
+	var secret, arn string
+	var sess *session
+	if k, ok := d.keys[sig.accessKeyID]; ok {
+		if k.SessionToken != "" && sig.securityToken != k.SessionToken {
+			return principal{}, nil, errInvalidKey
+		}
+		secret, arn = k.SecretAccessKey, k.ARN
+	} else {
+		d.mu.Lock()
+		s, ok := d.sessions[sig.accessKeyID]
+		var cp session
+		if ok {
+			cp = *s
+		}
+		d.mu.Unlock()
+		if !ok || sig.securityToken != cp.token {
+			return principal{}, nil, errInvalidKey
+		}
+		if !now.Before(cp.Expiration) {
+			return principal{}, nil, errExpiredKey
+		}
+		sess = &cp
+		secret, arn = cp.secret, cp.AssumedRoleARN
+	}
+	if e := sig.checkScope(now, d.cfg.Regions, d.skew); e != nil {
+		return principal{}, nil, e
+	}
+	if !sig.verify(r, body, secret) {
+		return principal{}, nil, errBadSig
+	}
+	p, err := parsePrincipal(arn)
+	if err != nil {
+		return principal{}, nil, errInvalidKey
+	}
+	return p, sess, nil
+}
