@@ -13,7 +13,7 @@ import (
 	"time"
 )
 
-// Names of env mode (webhook/mutate/mode.go; e2e imports no product code).
+// Names of env mode (contract/contract.go; e2e imports no product code).
 const (
 	annMode          = "podrole.io/mode"
 	labelPSAEnforce  = "pod-security.kubernetes.io/enforce"

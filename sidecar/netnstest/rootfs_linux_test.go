@@ -68,7 +68,7 @@ func TestRootfs(t *testing.T) {
 		{[]string{"/usr/sbin/ip6tables-legacy-save", "--version"}, "(legacy)"},
 		{[]string{"/usr/sbin/iptables-nft-restore", "--version"}, "(nf_tables)"},
 		// No /proc in a bare chroot: auto shows the IPv6 rules too, with a note.
-		{[]string{"/podrole-sidecar", "init", "--dry-run"}, "-j DNAT --to-destination [::1]:" + strconv.Itoa(contract.DefaultSidecarPort)},
+		{[]string{contract.Entrypoint, "init", "--dry-run"}, "-j DNAT --to-destination [::1]:" + strconv.Itoa(contract.DefaultSidecarPort)},
 	} {
 		out, err := run(t, []string{}, "chroot", append([]string{dest}, c.args...)...)
 		if err != nil || !strings.Contains(out, c.want) {
@@ -107,7 +107,7 @@ func TestRootfs(t *testing.T) {
 			// gives a private mount namespace; unshare makes sure these mounts
 			// never reach the host's.
 			inImage := func(args ...string) (string, error) {
-				script := `mount -t proc proc "$0/proc" && mount --bind /dev "$0/dev" && exec chroot "$0" /podrole-sidecar init "$@"`
+				script := `mount -t proc proc "$0/proc" && mount --bind /dev "$0/dev" && exec chroot "$0" ` + contract.Entrypoint + ` init "$@"`
 				return run(t, []string{}, "ip", append([]string{"netns", "exec", ns, "unshare", "--mount", "--propagation", "private",
 					"/bin/sh", "-c", script, dest}, args...)...)
 			}
