@@ -50,7 +50,7 @@ func freePort(t *testing.T) int {
 func tokenFile(t *testing.T) string {
 	t.Helper()
 	f := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(f, []byte("eyJ-projected"), 0o600); err != nil {
+	if err := os.WriteFile(f, []byte(fakeaws.WebIdentityToken(t, "default", "web")), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return f
@@ -65,8 +65,8 @@ const lateMsg = "node metadata read after failures; serving it from now on"
 func TestServeNodeMetadataLate(t *testing.T) {
 	fakeaws.IsolateEnv(t)
 	// Base credentials from the environment: only the placement reads go to the node.
-	t.Setenv("AWS_ACCESS_KEY_ID", "AKIAENVBASEEXAMPLE01")
-	t.Setenv("AWS_SECRET_ACCESS_KEY", "env-base-secret")
+	t.Setenv("AWS_ACCESS_KEY_ID", fakeaws.UserAccessKeyID)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", fakeaws.UserSecretAccessKey)
 	node := fakeaws.NewNodeIMDS(t, "eu-west-1", "eu-west-1b")
 	var healthy atomic.Bool
 	var failed atomic.Int32
@@ -181,8 +181,8 @@ func TestServeNodeIMDSCheck(t *testing.T) {
 			if !tt.node {
 				args = append(args, "--source=web-identity", "--token-file="+tok)
 			} else {
-				t.Setenv("AWS_ACCESS_KEY_ID", "AKIAENVBASEEXAMPLE01")
-				t.Setenv("AWS_SECRET_ACCESS_KEY", "env-base-secret")
+				t.Setenv("AWS_ACCESS_KEY_ID", fakeaws.UserAccessKeyID)
+				t.Setenv("AWS_SECRET_ACCESS_KEY", fakeaws.UserSecretAccessKey)
 			}
 			r := startServe(t, args...)
 			waitFor(t, "the check's metric", func() bool { return metricLine(t, r, "v2") != "" })

@@ -148,7 +148,7 @@ func TestServeNode(t *testing.T) {
 		if code != 200 || json.Unmarshal([]byte(body), &doc) != nil {
 			t.Fatalf("credentials: %d %q", code, body)
 		}
-		akid, secret, token := fakeaws.Creds(1)
+		akid, secret, token := sts.Creds(1)
 		exp, _ := time.Parse(time.RFC3339, doc["Expiration"])
 		if doc["Code"] != "Success" || doc["AccessKeyId"] != akid || doc["SecretAccessKey"] != secret || doc["Token"] != token ||
 			time.Until(exp) < 55*time.Minute {
@@ -181,6 +181,7 @@ func TestServeNode(t *testing.T) {
 		t.Fatalf("readyz: %d", code)
 	}
 	_, metrics, _ := call(t, "GET", r.health+contract.PathMetrics, nil)
+	issuedKey, secret, token := sts.Creds(1)
 	for _, want := range []string{`podrole_sts_calls_total{api="AssumeRole"} 1`, `podrole_imds_requests_total{code="200",route="credentials"}`, "podrole_credentials_expiry_seconds 3"} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %q", want)
@@ -188,7 +189,7 @@ func TestServeNode(t *testing.T) {
 	}
 	// The health port is reachable from other pods: nothing in it names the
 	// role, the session or the node, let alone a secret.
-	for _, s := range []string{testRole, "app-role", "default.web-0", "ext-42", "111122223333", fakeaws.NodeAccessKeyID, akidOf(1), "i-0fakenode"} {
+	for _, s := range []string{testRole, "app-role", "default.web-0", "ext-42", "111122223333", fakeaws.NodeAccessKeyID, issuedKey, "i-0fakenode"} {
 		if strings.Contains(metrics, s) {
 			t.Errorf("/metrics contains %q", s)
 		}
@@ -205,7 +206,6 @@ func TestServeNode(t *testing.T) {
 		t.Fatal("no graceful shutdown")
 	}
 	logs := r.logs.String()
-	_, secret, token := fakeaws.Creds(1)
 	for _, s := range []string{secret, token, fakeaws.NodeSecretAccessKey, fakeaws.NodeSessionToken, "ext-42"} {
 		if strings.Contains(logs, s) {
 			t.Errorf("logs contain a secret (%q):\n%s", s, logs)
@@ -215,8 +215,6 @@ func TestServeNode(t *testing.T) {
 		t.Errorf("fetch/started not logged:\n%s", logs)
 	}
 }
-
-func akidOf(n int) string { akid, _, _ := fakeaws.Creds(n); return akid }
 
 // --source=web-identity: the agent asks the node's IMDS for nothing (in a
 // pod, the rules would send it back to the agent itself), even when one
@@ -230,7 +228,8 @@ func TestServeWebIdentityWithoutNode(t *testing.T) {
 	// Where an SDK default chain would look for the node by itself.
 	t.Setenv("AWS_EC2_METADATA_SERVICE_ENDPOINT", node.URL)
 	tokenFile := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(tokenFile, []byte("eyJ-projected"), 0o600); err != nil {
+	token := fakeaws.WebIdentityToken(t, "default", "web")
+	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	t.Setenv("PODROLE_ROLE_ARN", testRole) // flags also come from the environment
@@ -255,10 +254,10 @@ func TestServeWebIdentityWithoutNode(t *testing.T) {
 		t.Errorf("identity document with web identity: %d %q, want 404", code, got)
 	}
 	reqs := sts.Requests()
-	if len(reqs) != 1 || reqs[0].Form.Get("WebIdentityToken") != "eyJ-projected" || reqs[0].Form.Get("RoleSessionName") != "fixed-name" {
+	if len(reqs) != 1 || reqs[0].Form.Get("WebIdentityToken") != token || reqs[0].Form.Get("RoleSessionName") != "fixed-name" {
 		t.Fatalf("STS requests %+v", reqs)
 	}
-	if strings.Contains(r.logs.String(), "eyJ-projected") {
+	if strings.Contains(r.logs.String(), token[strings.LastIndex(token, ".")+1:]) {
 		t.Fatal("the service-account token was logged")
 	}
 	// Nothing but the node IMDS check (an app's view: a token PUT and the
@@ -422,8 +421,8 @@ func TestServeGoSDKClient(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Go SDK credentials: %v", err)
 			}
-			akid, secret, token := fakeaws.Creds(1)
-			if got.AccessKeyID != akid || got.SecretAccessKey != secret || got.SessionToken != token || !got.CanExpire {
+			akid, secret, token := sts.Creds(1)
+			if akid == "" || got.AccessKeyID != akid || got.SecretAccessKey != secret || got.SessionToken != token || !got.CanExpire {
 				t.Fatalf("Go SDK got %s (expires %v)", got.AccessKeyID, got.Expires)
 			}
 			region, err := client.GetRegion(ctx, nil)

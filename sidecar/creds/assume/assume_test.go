@@ -37,6 +37,9 @@ func TestNodeAssumeRole(t *testing.T) {
 	sts := fakeaws.NewSTS(t, nil)
 	for _, externalID := range []string{"ext-1234", ""} {
 		cfg := testConfig(sts)
+		// Node credentials are a role session: STS allows the chained
+		// session at most an hour.
+		cfg.Duration = 45 * time.Minute
 		cfg.ExternalID = externalID
 		src, err := NewNode(context.Background(), cfg, node.URL)
 		if err != nil {
@@ -54,7 +57,7 @@ func TestNodeAssumeRole(t *testing.T) {
 		r := reqs[len(reqs)-1]
 		want := map[string]string{
 			"Action": "AssumeRole", "Version": "2011-06-15", "RoleArn": roleARN,
-			"RoleSessionName": "default.web-0", "DurationSeconds": "7200", "ExternalId": externalID,
+			"RoleSessionName": "default.web-0", "DurationSeconds": "2700", "ExternalId": externalID,
 		}
 		for k, v := range want {
 			if got := r.Form.Get(k); got != v {
@@ -68,12 +71,12 @@ func TestNodeAssumeRole(t *testing.T) {
 			!strings.Contains(r.Authorization, "/eu-west-1/sts/aws4_request") || r.SecurityToken != fakeaws.NodeSessionToken {
 			t.Errorf("not signed with the node's credentials for eu-west-1: %q token %q", r.Authorization, r.SecurityToken)
 		}
-		akid, secret, token := fakeaws.Creds(len(reqs))
-		if c.AccessKeyID != akid || c.SecretAccessKey != secret || c.SessionToken != token || c.AccountID != "111122223333" {
-			t.Errorf("got %s/%s/%s account %s", c.AccessKeyID, c.SecretAccessKey, c.SessionToken, c.AccountID)
+		akid, secret, token := sts.Creds(len(reqs))
+		if akid == "" || c.AccessKeyID != akid || c.SecretAccessKey != secret || c.SessionToken != token || c.AccountID != "111122223333" {
+			t.Errorf("got %s account %s, want the issued %s", c.AccessKeyID, c.AccountID, akid)
 		}
-		if d := time.Until(c.Expiration); d < 2*time.Hour-time.Minute || d > 2*time.Hour {
-			t.Errorf("expiration in %s, want 2h", d)
+		if d := time.Until(c.Expiration); d < 44*time.Minute || d > 45*time.Minute {
+			t.Errorf("expiration in %s, want 45m", d)
 		}
 	}
 	// The node IMDS was asked for a token and the instance profile, nothing else.
@@ -92,13 +95,14 @@ func TestNodeAssumeRoleDenied(t *testing.T) {
 	fakeaws.IsolateEnv(t)
 	node := fakeaws.NewNodeIMDS(t, "eu-west-1", "eu-west-1b")
 	sts := fakeaws.NewSTS(t, nil)
-	sts.Fail("AccessDenied")
-	src, err := NewNode(context.Background(), testConfig(sts), node.URL)
+	cfg := testConfig(sts)
+	cfg.RoleARN, cfg.Duration = fakeaws.UntrustedRole, time.Hour
+	src, err := NewNode(context.Background(), cfg, node.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, err = src.Fetch(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "AccessDenied") || !strings.Contains(err.Error(), roleARN) {
+	if err == nil || !strings.Contains(err.Error(), "AccessDenied") || !strings.Contains(err.Error(), fakeaws.UntrustedRole) {
 		t.Fatalf("err = %v", err)
 	}
 	if strings.Contains(err.Error(), fakeaws.NodeSecretAccessKey) || strings.Contains(err.Error(), fakeaws.NodeSessionToken) {
@@ -116,7 +120,7 @@ func TestWebIdentity(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i, tok := range []string{"eyJ-first-token", "eyJ-rotated-token"} {
+	for i, tok := range []string{fakeaws.WebIdentityToken(t, "default", "web"), fakeaws.WebIdentityToken(t, "default", "web")} {
 		if err := os.WriteFile(tokenFile, []byte(tok+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -132,7 +136,7 @@ func TestWebIdentity(t *testing.T) {
 		if r.Authorization != "" {
 			t.Errorf("web identity call signed: %q", r.Authorization)
 		}
-		if akid, _, _ := fakeaws.Creds(i + 1); c.AccessKeyID != akid || c.AccountID != "111122223333" {
+		if akid, _, _ := sts.Creds(i + 1); akid == "" || c.AccessKeyID != akid || c.AccountID != "111122223333" {
 			t.Errorf("call %d: got %s account %s", i, c.AccessKeyID, c.AccountID)
 		}
 	}
@@ -163,7 +167,7 @@ func TestWebIdentityTokenFileProblems(t *testing.T) {
 	if err := os.WriteFile(secretTok, []byte("eyJ-very-secret"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	sts.Fail("InvalidIdentityToken")
+	// Not a JWT: STS answers InvalidIdentityToken.
 	src, _ := NewWebIdentity(testConfig(sts), secretTok)
 	if _, err := src.Fetch(context.Background()); err == nil || strings.Contains(err.Error(), "eyJ-very-secret") || !strings.Contains(err.Error(), "InvalidIdentityToken") {
 		t.Fatalf("err = %v", err)

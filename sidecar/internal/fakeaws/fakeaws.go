@@ -1,59 +1,122 @@
 // Package fakeaws holds loopback stand-ins for the sidecar's upstreams in
-// tests: an STS speaking the real query/XML wire format, and a node IMDS
-// with an instance profile. They record what they were asked, so tests can
-// check the exact fields the sidecar sent.
+// tests: STS (the repository's STS double, stsdouble, behind a recorder) and
+// a node IMDS with an instance profile. They record what they were asked, so
+// tests can check the exact fields the sidecar sent.
 package fakeaws
 
 import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
 	"encoding/xml"
 	"fmt"
+	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"strconv"
-	"strings"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/podrole/podrole/stsdouble"
 )
 
-// STSRequest is one call the fake STS received.
+// STSRequest is one call the STS received, and what it answered.
 type STSRequest struct {
 	Form          url.Values // Action, RoleArn, RoleSessionName, ...
 	Authorization string     // SigV4 header; empty for unsigned calls
 	SecurityToken string     // X-Amz-Security-Token
+	Status        int        // the HTTP status of the answer (0: the client gave up first)
+	// Credentials the answer carried (empty unless it issued some).
+	AccessKeyID, SecretAccessKey, SessionToken string
 }
 
-// STS is a fake STS for AssumeRole and AssumeRoleWithWebIdentity.
+// Identities the STS knows besides the node's instance profile.
+const (
+	// Account is the account of every role and key.
+	Account = "111122223333"
+	// UserAccessKeyID and UserSecretAccessKey are an IAM user's long-term
+	// key that every role trusts (base credentials from the environment).
+	UserAccessKeyID     = "AKIAFAKEUSER00000001"
+	UserSecretAccessKey = "user-secret-access-key"
+	// WebIdentityIssuer is the OIDC provider whose tokens (WebIdentityToken)
+	// every role trusts, for any service account.
+	WebIdentityIssuer = "https://oidc.fakeaws.test"
+	// UntrustedRole is a role nobody may assume: AssumeRole and
+	// AssumeRoleWithWebIdentity into it answer AccessDenied.
+	UntrustedRole = "arn:aws:iam::" + Account + ":role/untrusted"
+)
+
+// Roles are the roles the STS knows (see NewSTS).
+var Roles = []string{
+	"arn:aws:iam::" + Account + ":role/app-role",
+	"arn:aws:iam::" + Account + ":role/team/app-role",
+}
+
+// STS is stsdouble, the repository's one STS stand-in (SigV4, trust, web
+// identity tokens, STS's documents and errors), on loopback, behind a
+// recorder: tests see the exact fields the sidecar sent and the
+// credentials it was given, and can hold calls (Block). Its configuration
+// trusts, for every role in Roles, the node's instance profile (NodeRole),
+// the IAM user key (UserAccessKeyID) and web identity tokens from
+// WebIdentityToken; roles allow 12-hour sessions.
 type STS struct {
 	*httptest.Server
+	Double *stsdouble.Double
 
 	mu       sync.Mutex
 	requests []STSRequest
-	failCode string // non-empty: answer every call with this error code
 	blocked  chan struct{}
-	now      func() time.Time
 }
 
-// NewSTS starts a fake STS on loopback; it is closed with the test. now
-// dates the credentials it issues (time.Now when nil).
-func NewSTS(t testing.TB, now func() time.Time) *STS {
-	if now == nil {
-		now = time.Now
+// NewSTS starts the STS on loopback; it is closed with the test. mod, when
+// not nil, changes the configuration first (a role's trust, say).
+func NewSTS(t testing.TB, mod func(*stsdouble.Config)) *STS {
+	t.Helper()
+	cfg := stsConfig(t)
+	if mod != nil {
+		mod(&cfg)
 	}
-	s := &STS{now: now}
+	d, err := stsdouble.New(cfg, stsdouble.Options{})
+	if err != nil {
+		t.Fatalf("start the STS double: %v", err)
+	}
+	s := &STS{Double: d}
 	s.Server = httptest.NewServer(http.HandlerFunc(s.serve))
 	t.Cleanup(s.Close)
 	return s
 }
 
-// Fail makes every following call fail with an STS error code
-// ("AccessDenied", "Throttling"...); "" heals it.
-func (s *STS) Fail(code string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.failCode = code
+func stsConfig(t testing.TB) stsdouble.Config {
+	jwksFile := filepath.Join(t.TempDir(), "jwks.json")
+	if err := os.WriteFile(jwksFile, oidcKey().jwks, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := stsdouble.Config{
+		Account: Account,
+		Keys: []stsdouble.Key{
+			{AccessKeyID: NodeAccessKeyID, SecretAccessKey: NodeSecretAccessKey, SessionToken: NodeSessionToken, ARN: nodeSessionARN},
+			{AccessKeyID: UserAccessKeyID, SecretAccessKey: UserSecretAccessKey, ARN: "arn:aws:iam::" + Account + ":user/base"},
+		},
+		OIDCProviders: []stsdouble.OIDCProvider{{Issuer: WebIdentityIssuer, JWKSFile: jwksFile}},
+		Roles:         []stsdouble.Role{{ARN: UntrustedRole}},
+	}
+	for _, arn := range Roles {
+		cfg.Roles = append(cfg.Roles, stsdouble.Role{
+			ARN:                       arn,
+			MaxSessionDurationSeconds: 43200,
+			TrustedPrincipals:         []string{"arn:aws:iam::" + Account + ":role/" + NodeRole, "arn:aws:iam::" + Account + ":user/base"},
+			WebIdentity:               []stsdouble.WebIdentityTrust{{Issuer: WebIdentityIssuer, Subject: "system:serviceaccount:*"}},
+		})
+	}
+	return cfg
 }
 
 // Block makes every following call hang until the returned release is
@@ -78,43 +141,47 @@ func (s *STS) Block() (release func()) {
 func (s *STS) Requests() []STSRequest {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]STSRequest(nil), s.requests...)
+	out := make([]STSRequest, len(s.requests))
+	for i, r := range s.requests {
+		out[i] = r
+		out[i].Form = maps.Clone(r.Form)
+	}
+	return out
 }
 
-// Creds are the credentials the n-th call (from 1) returns.
-func Creds(n int) (akid, secret, token string) {
-	return fmt.Sprintf("ASIAFAKEROLE%08d", n), fmt.Sprintf("role-secret-%d", n), fmt.Sprintf("role-session-token-%d", n)
+// Creds are the credentials the n-th call (from 1) was answered with; empty
+// when there was no such call or it issued none.
+func (s *STS) Creds(n int) (akid, secret, token string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n < 1 || n > len(s.requests) {
+		return "", "", ""
+	}
+	r := s.requests[n-1]
+	return r.AccessKeyID, r.SecretAccessKey, r.SessionToken
 }
 
-type stsCredentials struct {
-	AccessKeyID     string `xml:"AccessKeyId"`
-	SecretAccessKey string
-	SessionToken    string
-	Expiration      string
-}
-
-type assumedRoleUser struct {
-	AssumedRoleID string `xml:"AssumedRoleId"`
-	Arn           string
-}
-
-type stsResult struct {
-	Credentials     stsCredentials
-	AssumedRoleUser assumedRoleUser
-	Provider        string `xml:",omitempty"`
-	Audience        string `xml:",omitempty"`
-}
+// maxSTSBody bounds what the recorder reads (the double's own limit is 1 MiB).
+const maxSTSBody = 2 << 20
 
 func (s *STS) serve(w http.ResponseWriter, r *http.Request) {
-	if err := r.ParseForm(); err != nil || r.Method != http.MethodPost {
-		s.fail(w, http.StatusBadRequest, "InvalidRequest", "want a POST form")
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxSTSBody))
+	if err != nil {
+		http.Error(w, "read the request body", http.StatusBadRequest)
 		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	form, _ := url.ParseQuery(r.URL.RawQuery)
+	if post, err := url.ParseQuery(string(body)); err == nil {
+		for k, v := range post {
+			form[k] = append(form[k], v...)
+		}
 	}
 	s.mu.Lock()
 	s.requests = append(s.requests, STSRequest{
-		Form: r.PostForm, Authorization: r.Header.Get("Authorization"), SecurityToken: r.Header.Get("X-Amz-Security-Token"),
+		Form: form, Authorization: r.Header.Get("Authorization"), SecurityToken: r.Header.Get("X-Amz-Security-Token"),
 	})
-	n, failCode, blocked := len(s.requests), s.failCode, s.blocked
+	i, blocked := len(s.requests)-1, s.blocked
 	s.mu.Unlock()
 	if blocked != nil {
 		select {
@@ -123,73 +190,94 @@ func (s *STS) serve(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-
-	action := r.PostForm.Get("Action")
-	if failCode != "" {
-		s.fail(w, http.StatusForbidden, failCode, "injected failure")
-		return
+	tw := &teeWriter{ResponseWriter: w}
+	s.Double.ServeHTTP(tw, r)
+	var doc struct {
+		Result struct {
+			Credentials struct {
+				AccessKeyID     string `xml:"AccessKeyId"`
+				SecretAccessKey string
+				SessionToken    string
+			}
+		} `xml:",any"`
 	}
-	roleARN := r.PostForm.Get("RoleArn")
-	session := r.PostForm.Get("RoleSessionName")
-	secs, _ := strconv.Atoi(r.PostForm.Get("DurationSeconds"))
-	if secs == 0 {
-		secs = 3600
-	}
-	switch action {
-	case "AssumeRole":
-		if !strings.Contains(r.Header.Get("Authorization"), "AWS4-HMAC-SHA256 Credential=") {
-			s.fail(w, http.StatusForbidden, "MissingAuthenticationToken", "Request is missing Authentication Token")
-			return
-		}
-	case "AssumeRoleWithWebIdentity":
-		if r.PostForm.Get("WebIdentityToken") == "" {
-			s.fail(w, http.StatusBadRequest, "ValidationError", "WebIdentityToken is required")
-			return
-		}
-	default:
-		s.fail(w, http.StatusBadRequest, "InvalidAction", "unsupported action "+action)
-		return
-	}
-	parts := strings.SplitN(roleARN, ":", 6)
-	if len(parts) != 6 {
-		s.fail(w, http.StatusBadRequest, "ValidationError", "bad RoleArn")
-		return
-	}
-	akid, secret, token := Creds(n)
-	res := stsResult{
-		Credentials: stsCredentials{
-			AccessKeyID: akid, SecretAccessKey: secret, SessionToken: token,
-			Expiration: s.now().Add(time.Duration(secs) * time.Second).UTC().Format(time.RFC3339),
-		},
-		AssumedRoleUser: assumedRoleUser{
-			AssumedRoleID: "AROAFAKEROLEID0000000:" + session,
-			Arn:           fmt.Sprintf("arn:aws:sts::%s:assumed-role/%s/%s", parts[4], parts[5][strings.LastIndex(parts[5], "/")+1:], session),
-		},
-	}
-	if action == "AssumeRoleWithWebIdentity" {
-		res.Provider, res.Audience = "oidc.example", "sts.amazonaws.com"
-	}
-	body, _ := xml.MarshalIndent(struct {
-		XMLName  xml.Name
-		Result   stsResult `xml:"Result"`
-		Metadata struct {
-			RequestID string `xml:"RequestId"`
-		} `xml:"ResponseMetadata"`
-	}{XMLName: xml.Name{Local: action + "Response"}, Result: res}, "", "  ")
-	// The result element is named after the action too.
-	out := strings.Replace(strings.Replace(string(body), "<Result>", "<"+action+"Result>", 1), "</Result>", "</"+action+"Result>", 1)
-	out = strings.Replace(out, "<"+action+"Response>", `<`+action+`Response xmlns="https://sts.amazonaws.com/doc/2011-06-15/">`, 1)
-	w.Header().Set("Content-Type", "text/xml")
-	_, _ = w.Write([]byte(out))
+	_ = xml.Unmarshal(tw.body.Bytes(), &doc) // errors have no credentials
+	s.mu.Lock()
+	rec := &s.requests[i]
+	rec.Status = tw.status
+	c := doc.Result.Credentials
+	rec.AccessKeyID, rec.SecretAccessKey, rec.SessionToken = c.AccessKeyID, c.SecretAccessKey, c.SessionToken
+	s.mu.Unlock()
 }
 
-func (s *STS) fail(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "text/xml")
-	w.WriteHeader(status)
-	fmt.Fprintf(w, `<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
-  <Error><Type>Sender</Type><Code>%s</Code><Message>%s</Message></Error>
-  <RequestId>00000000-0000-0000-0000-000000000000</RequestId>
-</ErrorResponse>`, code, msg)
+// teeWriter passes an answer through and keeps a copy.
+type teeWriter struct {
+	http.ResponseWriter
+	status int
+	body   bytes.Buffer
+}
+
+func (w *teeWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *teeWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	w.body.Write(b)
+	return w.ResponseWriter.Write(b)
+}
+
+// oidcSigner is the web identity provider's signing key, made once per
+// test binary: ECDSA P-256, cheap to generate.
+type oidcSigner struct {
+	key  *ecdsa.PrivateKey
+	jwks []byte
+}
+
+var oidcKey = sync.OnceValue(func() oidcSigner {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(fmt.Sprintf("generate the OIDC test key: %v", err))
+	}
+	enc := base64.RawURLEncoding.EncodeToString
+	x, y := make([]byte, 32), make([]byte, 32)
+	k.X.FillBytes(x)
+	k.Y.FillBytes(y)
+	set, err := json.Marshal(map[string]any{"keys": []map[string]string{{
+		"kty": "EC", "crv": "P-256", "kid": "fakeaws", "use": "sig", "alg": "ES256", "x": enc(x), "y": enc(y),
+	}}})
+	if err != nil {
+		panic(fmt.Sprintf("encode the OIDC test JWKS: %v", err))
+	}
+	return oidcSigner{key: k, jwks: set}
+})
+
+// WebIdentityToken returns a projected service-account token for
+// system:serviceaccount:NAMESPACE:NAME, valid for an hour, that every STS
+// of this package accepts (audience sts.amazonaws.com, issuer
+// WebIdentityIssuer).
+func WebIdentityToken(t testing.TB, namespace, name string) string {
+	t.Helper()
+	enc := base64.RawURLEncoding.EncodeToString
+	now := time.Now().Unix()
+	hdr, _ := json.Marshal(map[string]string{"alg": "ES256", "kid": "fakeaws", "typ": "JWT"})
+	claims, _ := json.Marshal(map[string]any{
+		"iss": WebIdentityIssuer, "sub": "system:serviceaccount:" + namespace + ":" + name,
+		"aud": []string{"sts.amazonaws.com"}, "iat": now, "nbf": now - 60, "exp": now + 3600,
+	})
+	signed := enc(hdr) + "." + enc(claims)
+	sum := sha256.Sum256([]byte(signed))
+	r, sig, err := ecdsa.Sign(rand.Reader, oidcKey().key, sum[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, sb := make([]byte, 32), make([]byte, 32)
+	r.FillBytes(rb)
+	sig.FillBytes(sb)
+	return signed + "." + enc(append(rb, sb...))
 }
 
 // Node credentials of the fake node's instance profile.
@@ -198,6 +286,9 @@ const (
 	NodeAccessKeyID     = "ASIAFAKENODE00000001"
 	NodeSecretAccessKey = "node-secret"
 	NodeSessionToken    = "node-session-token"
+	// nodeSessionARN is who the node's credentials belong to: the node
+	// role's instance session, as on EC2.
+	nodeSessionARN = "arn:aws:sts::" + Account + ":assumed-role/" + NodeRole + "/i-0fakenode"
 )
 
 // NodeIMDS is a fake node IMDS (IMDSv2 required) with region, zone,
