@@ -124,7 +124,7 @@ func New(cfg Config, opt Options) (*Double, error) {
 		refetch = 5 * time.Second
 	}
 	for _, p := range cfg.OIDCProviders {
-		ks, err := newKeySource(p, client, refetch)
+		ks, err := newKeySource(p, client, refetch, d.now)
 		if err != nil {
 			return nil, err
 		}

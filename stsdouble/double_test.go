@@ -65,8 +65,10 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	return l.w.Write(p)
 }
 
-// testRefetch lets JWKS tests rotate keys without waiting for the 5 s default.
-const testRefetch = 100 * time.Millisecond
+// testRefetch is the JWKS refetch limit of the fixture: longer than any pause
+// of a loaded machine, so only the fixture's clock (f.clk.Advance) opens the
+// limiter and a test never waits for it.
+const testRefetch = time.Minute
 
 func newFixture(t *testing.T, mod func(*Config)) *fixture {
 	t.Helper()

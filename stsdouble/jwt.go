@@ -103,19 +103,21 @@ func (k jwkJSON) publicKey() (crypto.PublicKey, error) {
 }
 
 // keySource yields an OIDC provider's keys, refetching from a URL when a
-// token names a key id it has not seen (key rotation), at most every minRefetch.
+// token names a key id it has not seen (key rotation), at most every minRefetch
+// of the double's clock.
 type keySource struct {
 	provider   OIDCProvider
 	client     *http.Client
 	minRefetch time.Duration
+	now        func() time.Time
 
 	mu        sync.Mutex
 	keys      jwks
 	lastFetch time.Time
 }
 
-func newKeySource(p OIDCProvider, base *http.Client, minRefetch time.Duration) (*keySource, error) {
-	ks := &keySource{provider: p, client: base, minRefetch: minRefetch}
+func newKeySource(p OIDCProvider, base *http.Client, minRefetch time.Duration, now func() time.Time) (*keySource, error) {
+	ks := &keySource{provider: p, client: base, minRefetch: minRefetch, now: now}
 	if p.JWKSFile != "" {
 		b, err := os.ReadFile(p.JWKSFile)
 		if err != nil {
@@ -150,10 +152,10 @@ func (ks *keySource) key(ctx context.Context, kid string) (crypto.PublicKey, err
 	if k, ok := ks.keys[kid]; ok {
 		return k, nil
 	}
-	if ks.provider.JWKSURL == "" || time.Since(ks.lastFetch) < ks.minRefetch {
+	if ks.provider.JWKSURL == "" || ks.now().Sub(ks.lastFetch) < ks.minRefetch {
 		return nil, errUnknownKid
 	}
-	ks.lastFetch = time.Now()
+	ks.lastFetch = ks.now()
 	keys, err := ks.fetch(ctx)
 	if err != nil {
 		return nil, err

@@ -202,20 +202,30 @@ func TestJWKSFromURL(t *testing.T) {
 
 	// A wrong bearer token: the IdP refuses, STS says it could not reach it.
 	os.WriteFile(tokFile, []byte("stale"), 0o600)
-	time.Sleep(testRefetch + 50*time.Millisecond) // let the refetch limiter allow another fetch
+	f.clk.Advance(testRefetch) // the refetch limiter goes by the double's clock
 	err = call(s.token(t, "RS256", "rotated", claims(nil)))
 	if code, status := apiErr(t, err); code != "IDPCommunicationError" || status != 400 {
 		t.Errorf("IdP refusing: got %s %d", code, status)
 	}
-	// Key rotation: the IdP now publishes "rotated"; a token naming it triggers a refetch.
+	// Key rotation: the IdP now publishes "rotated"; a token naming it triggers
+	// a refetch, but not within testRefetch of the last one (junk key ids must
+	// not hammer the IdP): the clock has not moved since.
 	os.WriteFile(tokFile, []byte("sa-token"), 0o600)
 	var set map[string][]map[string]string
 	json.Unmarshal(jwksBytes, &set)
 	set["keys"][0]["kid"] = "rotated"
 	mu.Lock()
 	keys, _ = json.Marshal(set)
+	before := fetches
 	mu.Unlock()
-	time.Sleep(testRefetch + 50*time.Millisecond)
+	err = call(s.token(t, "RS256", "rotated", claims(nil)))
+	mu.Lock()
+	after := fetches
+	mu.Unlock()
+	if code, status := apiErr(t, err); code != "InvalidIdentityToken" || status != 400 || after != before {
+		t.Errorf("unknown key id within the refetch limit: got %s %d after %d JWKS fetches, want InvalidIdentityToken 400 and no fetch", code, status, after-before)
+	}
+	f.clk.Advance(testRefetch)
 	if err := call(s.token(t, "RS256", "rotated", claims(nil))); err != nil {
 		t.Fatalf("after rotation: %v", err)
 	}
