@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -45,23 +46,35 @@ func TestLoadCountsOpsAndErrors(t *testing.T) {
 	}
 }
 
+// CPUTime agrees with the kernel's own account of our CPU time (getrusage):
+// the test burns a fixed amount of CPU, not of wall time, so a loaded
+// machine that runs it late or slowly changes nothing.
 func TestProcSelf(t *testing.T) {
-	// Burn a little CPU so the counter moves.
+	const burn = 50 * time.Millisecond
 	before, err := CPUTime(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(100 * time.Millisecond)
+	start := rusageCPU(t) // after before: CPUTime truncates to ticks, so before <= start
+	deadline := time.Now().Add(time.Minute)
 	x := 0
-	for time.Now().Before(deadline) {
-		x++
+	for rusageCPU(t)-start < burn {
+		if time.Now().After(deadline) {
+			t.Fatalf("this process got less than %s of CPU in a minute", burn)
+		}
+		for range 1000 {
+			x++
+		}
 	}
+	used := rusageCPU(t) - start
 	after, err := CPUTime(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if after <= before {
-		t.Fatalf("cpu time did not grow: %v -> %v (x=%d)", before, after, x)
+	// /proc truncates utime and stime to ticks separately, so CPUTime lags
+	// getrusage by less than two ticks: after > start+used-2 ticks, before <= start.
+	if tick := time.Second / clockTick; after-before < used-2*tick {
+		t.Fatalf("cpu time grew %v -> %v (%v), but getrusage counted %v (x=%d)", before, after, after-before, used, x)
 	}
 	rss, err := RSS(os.Getpid())
 	if err != nil || rss < 1<<20 {
@@ -70,6 +83,16 @@ func TestProcSelf(t *testing.T) {
 	if _, err := RSS(1 << 30); err == nil {
 		t.Fatal("no error for a missing pid")
 	}
+}
+
+// rusageCPU is the user+system CPU time of this process by getrusage.
+func rusageCPU(t *testing.T) time.Duration {
+	t.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func TestPacedKeepsRate(t *testing.T) {
