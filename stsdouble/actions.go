@@ -79,6 +79,10 @@ func (d *Double) assumeRole(p url.Values, caller principal, reqID string) ([]byt
 			return nil, validationFailed(x, "externalId", `Member must satisfy regular expression pattern: [\w+=,.@:\/-]*`)
 		}
 	}
+	tags, transitive, e := parseTags(p)
+	if e != nil {
+		return nil, e
+	}
 	callerARN := caller.arn()
 	denied := errAccessDenied(fmt.Sprintf("User: %s is not authorized to perform: sts:AssumeRole on resource: %s", callerARN, roleARN))
 	role, ok := d.roles[roleARN]
@@ -92,13 +96,16 @@ func (d *Double) assumeRole(p url.Values, caller principal, reqID string) ([]byt
 	if !trusted || (role.ExternalID != "" && p.Get("ExternalId") != role.ExternalID) {
 		return nil, denied
 	}
+	if len(tags) > 0 && !role.TagSession {
+		return nil, errAccessDenied(fmt.Sprintf("User: %s is not authorized to perform: sts:TagSession on resource: %s", callerARN, roleARN))
+	}
 	if duration > role.maxSession() {
 		return nil, errValidation("The requested DurationSeconds exceeds the MaxSessionDuration set for this role.")
 	}
 	if caller.kind == "assumed-role" && duration > 3600 {
 		return nil, errValidation("The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by role chaining.")
 	}
-	s := d.issue(role, sessionName, duration, "AssumeRole", callerARN)
+	s := d.issue(role, sessionName, duration, "AssumeRole", callerARN, tags, transitive)
 	var out assumeRoleResponse
 	out.Xmlns = Namespace
 	out.Result.Credentials = s.xml()
@@ -216,7 +223,7 @@ func (d *Double) assumeRoleWithWebIdentity(ctx context.Context, p url.Values, re
 	if duration > role.maxSession() {
 		return nil, errValidation("The requested DurationSeconds exceeds the MaxSessionDuration set for this role.")
 	}
-	s := d.issue(role, sessionName, duration, "AssumeRoleWithWebIdentity", claims.Subject)
+	s := d.issue(role, sessionName, duration, "AssumeRoleWithWebIdentity", claims.Subject, nil, nil)
 	var out assumeRoleWithWebIdentityResponse
 	out.Xmlns = Namespace
 	out.Result.Credentials = s.xml()

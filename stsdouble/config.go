@@ -53,6 +53,11 @@ type Role struct {
 	TrustedPrincipals []string `json:"trusted_principals,omitempty"`
 	// ExternalID, when set, must be passed as ExternalId by AssumeRole callers.
 	ExternalID string `json:"external_id,omitempty"`
+	// TagSession: the trust policy also allows sts:TagSession to
+	// TrustedPrincipals, so their AssumeRole calls may carry session tags.
+	// Without it a call with tags is refused (AccessDenied naming
+	// sts:TagSession), as STS does.
+	TagSession bool `json:"tag_session,omitempty"`
 	// WebIdentity lists who may call AssumeRoleWithWebIdentity.
 	WebIdentity []WebIdentityTrust `json:"web_identity,omitempty"`
 }

@@ -12,6 +12,9 @@
 //   - Trust: who may AssumeRole each role (assumed-role callers match their
 //     role), ExternalId, role chaining limited to 1 h, DurationSeconds
 //     900..MaxSessionDuration, RoleSessionName [\w+=,.@-]{2,64}.
+//   - Session tags on AssumeRole: the wire format and STS's limits, and
+//     sts:TagSession in the role's trust (Role.TagSession); the tags of
+//     each issued session are recorded (Issued.Tags).
 //   - Web identity: RS256/ES256 JWTs verified against a JWKS file or URL
 //     (kube-apiserver /openid/v1/jwks with a CA file and bearer token),
 //     exp/nbf/iss/aud, subject patterns in the role's trust.

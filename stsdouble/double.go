@@ -61,6 +61,10 @@ type Issued struct {
 	Caller         string    `json:"caller"` // caller ARN or web identity subject
 	IssuedAt       time.Time `json:"issued_at"`
 	Expiration     time.Time `json:"expiration"`
+	// Tags and TransitiveTagKeys are the session tags AssumeRole was
+	// called with, in member order.
+	Tags              []Tag    `json:"tags,omitempty"`
+	TransitiveTagKeys []string `json:"transitive_tag_keys,omitempty"`
 }
 
 type session struct {

@@ -11,8 +11,9 @@ import (
 	"time"
 )
 
-// issue mints and records temporary credentials for role.
-func (d *Double) issue(role Role, sessionName string, duration int, action, caller string) *session {
+// issue mints and records temporary credentials for role, with the session
+// tags they were asked with.
+func (d *Double) issue(role Role, sessionName string, duration int, action, caller string, tags []Tag, transitive []string) *session {
 	now := d.now().UTC().Truncate(time.Second)
 	name := role.ARN[strings.LastIndex(role.ARN, "/")+1:]
 	d.mu.Lock()
@@ -31,6 +32,7 @@ func (d *Double) issue(role Role, sessionName string, duration int, action, call
 			Caller:         caller,
 			IssuedAt:       now,
 			Expiration:     now.Add(life),
+			Tags:           tags, TransitiveTagKeys: transitive,
 		},
 		secret: randomBase64(30),
 		token:  "IQoJb3JpZ2luX2VjE" + randomBase64(270),

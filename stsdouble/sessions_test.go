@@ -10,11 +10,11 @@ import (
 func TestSessionsPruned(t *testing.T) {
 	f := newFixture(t, nil)
 	role := f.d.roles[appRole]
-	old := f.d.issue(role, "old", 900, "AssumeRole", "test")
+	old := f.d.issue(role, "old", 900, "AssumeRole", "test", nil, nil)
 	f.clk.Advance(3 * time.Hour)
 	defer f.clk.Advance(-3 * time.Hour)
 	for i := 0; i < maxSessions; i++ {
-		f.d.issue(role, "new", 900, "AssumeRole", "test")
+		f.d.issue(role, "new", 900, "AssumeRole", "test", nil, nil)
 	}
 	is := f.d.Issued(appRole)
 	if len(is) != maxSessions || is[0].SessionName != "new" {
