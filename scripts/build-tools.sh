@@ -7,9 +7,9 @@ cache="${PODROLE_CACHE:-$HOME/.cache/podrole}"
 bin="$cache/bin"
 mkdir -p "$bin"
 
-# build NAME MODULE VERSION PACKAGE: go build PACKAGE from MODULE@VERSION into $bin/NAME.
+# build NAME MODULE VERSION PACKAGE [LDFLAGS]: go build PACKAGE from MODULE@VERSION into $bin/NAME.
 build() {
-  local name="$1" module="$2" version="$3" pkg="$4"
+  local name="$1" module="$2" version="$3" pkg="$4" ldflags="${5:-}"
   local stamp="$bin/.$name.version"
   if [[ -x "$bin/$name" && -f "$stamp" && "$(cat "$stamp")" == "$module@$version" ]]; then
     return 0
@@ -23,7 +23,7 @@ build() {
     export GOFLAGS=-mod=mod GOWORK=off
     timeout 300 go mod init "podrole.local/tools/$name" >/dev/null 2>&1
     timeout 300 go get "$module@$version" >get.log 2>&1 || { cat get.log >&2; exit 1; }
-    CGO_ENABLED=0 timeout 600 go build -trimpath -o "$bin/$name.tmp" "$pkg"
+    CGO_ENABLED=0 GOFLAGS="$GOFLAGS -buildvcs=false" timeout 900 go build -trimpath -ldflags "$ldflags" -o "$bin/$name.tmp" "$pkg"
   )
   mv "$bin/$name.tmp" "$bin/$name"
   echo "$module@$version" >"$stamp"
@@ -31,3 +31,6 @@ build() {
 
 # The node IMDS stand-in of the conformance suite's security probes.
 build ec2-metadata-mock github.com/aws/amazon-ec2-metadata-mock v1.13.0 github.com/aws/amazon-ec2-metadata-mock/cmd/ec2-metadata-mock
+# The helm CLI: make test lints charts/podrole with it, and the e2e suite installs podrole with it.
+# Its version string is set as helm's own release build sets it (else `helm version` says v3.22-dev... or similar).
+build helm helm.sh/helm/v3 v3.22.0 helm.sh/helm/v3/cmd/helm "-X helm.sh/helm/v3/internal/version.version=v3.22.0"
