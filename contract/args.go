@@ -41,6 +41,24 @@ type ServeConfig struct {
 	// PODROLE_POD_NAMESPACE), not as arguments: the name may not exist yet at admission.
 	PodName      string
 	PodNamespace string
+	// SessionTags: send session tags with sts:AssumeRole (--source=node
+	// only), the keys EKS Pod Identity uses (see SessionTagList), for
+	// attribute-based access control. The role's trust policy must then
+	// allow sts:TagSession.
+	SessionTags bool
+	// TransitiveSessionTags passes every tag as a TransitiveTagKeys member
+	// too, so that it survives role chaining from the pod's session.
+	TransitiveSessionTags bool
+	// ClusterName and ClusterARN are the eks-cluster-name and
+	// eks-cluster-arn tags (the ARN tag is left out when empty).
+	ClusterName string
+	ClusterARN  string
+	// PodUID and ServiceAccount are the kubernetes-pod-uid and
+	// kubernetes-service-account tags. Like PodName, the webhook feeds them
+	// through the downward API (metadata.uid, spec.serviceAccountName): the
+	// UID does not exist yet at admission.
+	PodUID         string
+	ServiceAccount string
 	// SkipNodeIMDSCheck is --check-node-imds=false: the agent then does not
 	// check at start whether an app in the pod (an unmarked socket) gets an
 	// answer from the node's instance metadata service. Inverted so that the
@@ -86,6 +104,13 @@ func (c *ServeConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.PodNamespace, "pod-namespace", c.PodNamespace, "the pod's namespace, for the default session name (the webhook passes the downward API's metadata.namespace)")
 	fs.Var(invertedBool{&c.SkipNodeIMDSCheck}, "check-node-imds", "at start, check whether apps in this pod reach the node's IMDS "+
 		"(an unmarked IMDSv2 token PUT and IMDSv1 GET to --node-metadata-endpoint): metric podrole_node_imds_reachable, and a warning naming the node setting that closes it (default true)")
+	fs.BoolVar(&c.SessionTags, "session-tags", c.SessionTags, "send session tags with sts:AssumeRole (--source=node only): "+
+		TagClusterARN+", "+TagClusterName+", "+TagNamespace+", "+TagServiceAccount+", "+TagPodName+", "+TagPodUID+" (as EKS Pod Identity); the role's trust policy must allow sts:TagSession")
+	fs.BoolVar(&c.TransitiveSessionTags, "session-tags-transitive", c.TransitiveSessionTags, "also pass every session tag as transitive (TransitiveTagKeys), so it stays on sessions chained from the pod's")
+	fs.StringVar(&c.ClusterName, "cluster-name", c.ClusterName, "the "+TagClusterName+" session tag (required with --session-tags)")
+	fs.StringVar(&c.ClusterARN, "cluster-arn", c.ClusterARN, "the "+TagClusterARN+" session tag: an EKS cluster ARN (arn:aws:eks:REGION:ACCOUNT:cluster/NAME); empty: no such tag")
+	fs.StringVar(&c.PodUID, "pod-uid", c.PodUID, "the pod's UID, the "+TagPodUID+" session tag (the webhook passes the downward API's metadata.uid)")
+	fs.StringVar(&c.ServiceAccount, "service-account", c.ServiceAccount, "the pod's service account, the "+TagServiceAccount+" session tag (the webhook passes the downward API's spec.serviceAccountName)")
 }
 
 // Args renders c as `serve` arguments, omitting values equal to the defaults.
@@ -126,6 +151,16 @@ func (c ServeConfig) Args() []string {
 	if c.SkipNodeIMDSCheck {
 		args = append(args, "--check-node-imds=false")
 	}
+	if c.SessionTags {
+		args = append(args, "--session-tags")
+	}
+	if c.TransitiveSessionTags {
+		args = append(args, "--session-tags-transitive")
+	}
+	add("cluster-name", c.ClusterName, "")
+	add("cluster-arn", c.ClusterARN, "")
+	add("pod-uid", c.PodUID, "")
+	add("service-account", c.ServiceAccount, "")
 	return args
 }
 
@@ -163,7 +198,7 @@ func (c ServeConfig) Validate() error {
 	if c.Source == SourceWebIdentity && c.AgentMark != 0 {
 		return fmt.Errorf("--agent-mark=%s with --source=%s: web identity needs nothing from the node's metadata service, so the agent gets no way out of the redirect; drop --agent-mark", FormatMark(c.AgentMark), SourceWebIdentity)
 	}
-	return nil
+	return c.checkSessionTags()
 }
 
 // IPv6 modes of `podrole-sidecar init --ipv6`.

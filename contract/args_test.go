@@ -23,7 +23,8 @@ func TestServeRoundTrip(t *testing.T) {
 	marked.RoleARN, marked.AgentMark = "arn:aws:iam::111122223333:role/app", DefaultAgentMark
 	minimal := DefaultServeConfig()
 	minimal.RoleARN = "arn:aws:iam::111122223333:role/app"
-	for _, in := range []ServeConfig{full, minimal, marked} {
+	tagged := taggedConfig()
+	for _, in := range []ServeConfig{full, minimal, marked, tagged} {
 		args := in.Args()
 		if args[0] != "serve" {
 			t.Fatalf("first arg %q", args[0])

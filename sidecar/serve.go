@@ -115,7 +115,8 @@ func serve(ctx context.Context, cfg contract.ServeConfig, log *slog.Logger, opts
 		"node_metadata_endpoint", cfg.NodeMetadataEndpoint, "token_file", cfg.TokenFile,
 		"external_id_set", cfg.ExternalID != "", "session_name", session,
 		"session_duration", cfg.SessionDuration.String(), "require_imdsv2", cfg.RequireIMDSv2,
-		"agent_mark", contract.FormatMark(cfg.AgentMark), "check_node_imds", !cfg.SkipNodeIMDSCheck)
+		"agent_mark", contract.FormatMark(cfg.AgentMark), "check_node_imds", !cfg.SkipNodeIMDSCheck,
+		"session_tags", cfg.SessionTags, "session_tags_transitive", cfg.TransitiveSessionTags)
 
 	// Bind first: a bad or taken address fails before any STS call. The
 	// IMDS port listens only once the node IMDS check has its connections
@@ -397,6 +398,7 @@ func newSource(ctx context.Context, cfg contract.ServeConfig, session, region st
 	ac := assume.Config{
 		RoleARN: cfg.RoleARN, SessionName: session, ExternalID: cfg.ExternalID,
 		Duration: cfg.SessionDuration, Region: region, STSEndpoint: cfg.STSEndpoint,
+		Tags: cfg.SessionTagList(), TransitiveTags: cfg.TransitiveSessionTags,
 		HTTPClient: client,
 	}
 	switch cfg.Source {

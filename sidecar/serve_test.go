@@ -338,6 +338,14 @@ func TestServeBadArgs(t *testing.T) {
 		{[]string{"--role-arn=" + testRole, "--source=web-identity", "--listen=127.0.0.1:0", "--health-listen=127.0.0.1:0"},
 			"--region is required with --source=web-identity"},
 		{[]string{"--role-arn=" + testRole, "--source=web-identity", "--region=us-east-1", "--agent-mark=0x504f4452"}, "drop --agent-mark"},
+		// Session tags: the cluster's name and every pod value, each one STS takes, and not with web identity.
+		{[]string{"--role-arn=" + testRole, "--session-tags"}, "--cluster-name is required with --session-tags"},
+		{[]string{"--role-arn=" + testRole, "--session-tags", "--cluster-name=prod", "--source=web-identity", "--region=us-east-1"},
+			"use --source=node or drop --session-tags"},
+		{[]string{"--role-arn=" + testRole, "--session-tags", "--cluster-name=prod", "--pod-name=web-0", "--pod-namespace=default",
+			"--service-account=web", "--pod-uid=$(PODROLE_POD_UID)"}, `--pod-uid="$(PODROLE_POD_UID)" cannot be a session tag value`},
+		{[]string{"--role-arn=" + testRole, "--session-tags", "--cluster-name=prod", "--cluster-arn=prod"}, "is not an EKS cluster ARN"},
+		{[]string{"--role-arn=" + testRole, "--cluster-name=prod"}, "--cluster-name without --session-tags does nothing"},
 	}
 	for _, tt := range tests {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

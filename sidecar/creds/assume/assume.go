@@ -26,6 +26,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
 	"github.com/aws/aws-sdk-go-v2/service/sts/types"
+	"github.com/aws/smithy-go"
 
 	"github.com/podrole/podrole/contract"
 	"github.com/podrole/podrole/sidecar/creds"
@@ -45,6 +46,12 @@ type Config struct {
 	Duration    time.Duration
 	Region      string // signing region and, without STSEndpoint, the regional endpoint
 	STSEndpoint string // optional URL override
+	// Tags are session tags sent with AssumeRole (the node source only:
+	// AssumeRoleWithWebIdentity takes tags only from the token). STS then
+	// needs sts:TagSession in the role's trust policy too.
+	Tags []contract.SessionTag
+	// TransitiveTags marks every tag transitive (TransitiveTagKeys).
+	TransitiveTags bool
 	// HTTPClient is used for STS (and, for the node source, the node's IMDS);
 	// nil: the SDK's default. The agent passes NewHTTPClient's, whose
 	// sockets carry its mark.
@@ -200,11 +207,30 @@ func (n *Node) Fetch(ctx context.Context) (creds.Credentials, error) {
 	if n.cfg.ExternalID != "" {
 		in.ExternalId = aws.String(n.cfg.ExternalID)
 	}
+	for _, t := range n.cfg.Tags {
+		in.Tags = append(in.Tags, types.Tag{Key: aws.String(t.Key), Value: aws.String(t.Value)})
+		if n.cfg.TransitiveTags {
+			in.TransitiveTagKeys = append(in.TransitiveTagKeys, t.Key)
+		}
+	}
 	out, err := n.client.AssumeRole(ctx, in)
 	if err != nil {
-		return creds.Credentials{}, fmt.Errorf("sts:AssumeRole into %s: %w", n.cfg.RoleARN, err)
+		return creds.Credentials{}, n.assumeRoleError(err)
 	}
 	return convert(n.cfg.RoleARN, out.Credentials, out.AssumedRoleUser)
+}
+
+// assumeRoleError wraps an AssumeRole failure. A refusal of a call that
+// carried session tags most often means the trust policy allows
+// sts:AssumeRole but not sts:TagSession: the message says so, since STS's
+// own names the missing action only sometimes.
+func (n *Node) assumeRoleError(err error) error {
+	var ae smithy.APIError
+	if len(n.cfg.Tags) > 0 && errors.As(err, &ae) && ae.ErrorCode() == "AccessDenied" {
+		return fmt.Errorf("sts:AssumeRole into %s with session tags: %w; the role's trust policy must allow sts:TagSession "+
+			"(next to sts:AssumeRole) for the node role, because the agent sends session tags (--session-tags)", n.cfg.RoleARN, err)
+	}
+	return fmt.Errorf("sts:AssumeRole into %s: %w", n.cfg.RoleARN, err)
 }
 
 // WebIdentity assumes the role with the projected service-account token.
@@ -219,6 +245,9 @@ type WebIdentity struct {
 func NewWebIdentity(cfg Config, tokenFile string) (*WebIdentity, error) {
 	if err := cfg.check(); err != nil {
 		return nil, err
+	}
+	if len(cfg.Tags) > 0 {
+		return nil, errors.New("session tags cannot be sent with sts:AssumeRoleWithWebIdentity (it takes them only from the token's https://aws.amazon.com/tags claim): use the node source or no session tags")
 	}
 	// The call is unsigned: the token is the proof. Anonymous credentials
 	// keep the SDK from looking for any others.

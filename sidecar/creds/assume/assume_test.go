@@ -16,7 +16,9 @@ import (
 
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 
+	"github.com/podrole/podrole/contract"
 	"github.com/podrole/podrole/sidecar/internal/fakeaws"
+	"github.com/podrole/podrole/stsdouble"
 )
 
 const roleARN = "arn:aws:iam::111122223333:role/team/app-role"
@@ -107,6 +109,93 @@ func TestNodeAssumeRoleDenied(t *testing.T) {
 	}
 	if strings.Contains(err.Error(), fakeaws.NodeSecretAccessKey) || strings.Contains(err.Error(), fakeaws.NodeSessionToken) {
 		t.Fatalf("error leaks node secrets: %v", err)
+	}
+}
+
+// With session tags, AssumeRole carries them as Tags.member.N.Key/Value
+// (and TransitiveTagKeys.member.N) in the order given, and they reach STS:
+// the double records them on the session it issued.
+func TestNodeAssumeRoleSessionTags(t *testing.T) {
+	fakeaws.IsolateEnv(t)
+	node := fakeaws.NewNodeIMDS(t, "eu-west-1", "eu-west-1b")
+	sts := fakeaws.NewSTS(t, func(c *stsdouble.Config) {
+		for i := range c.Roles {
+			c.Roles[i].TagSession = true
+		}
+	})
+	tags := []contract.SessionTag{{Key: contract.TagClusterName, Value: "prod"}, {Key: contract.TagNamespace, Value: "team-a"}}
+	for _, transitive := range []bool{false, true} {
+		cfg := testConfig(sts)
+		cfg.Duration, cfg.Tags, cfg.TransitiveTags = time.Hour, tags, transitive
+		src, err := NewNode(context.Background(), cfg, node.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := src.Fetch(context.Background()); err != nil {
+			t.Fatalf("Fetch: %v", err)
+		}
+		reqs := sts.Requests()
+		form := reqs[len(reqs)-1].Form
+		want := url.Values{
+			"Tags.member.1.Key": {"eks-cluster-name"}, "Tags.member.1.Value": {"prod"},
+			"Tags.member.2.Key": {"kubernetes-namespace"}, "Tags.member.2.Value": {"team-a"},
+		}
+		if transitive {
+			want["TransitiveTagKeys.member.1"] = []string{"eks-cluster-name"}
+			want["TransitiveTagKeys.member.2"] = []string{"kubernetes-namespace"}
+		}
+		for k := range form {
+			if strings.HasPrefix(k, "Tags") || strings.HasPrefix(k, "TransitiveTagKeys") {
+				if _, ok := want[k]; !ok {
+					t.Errorf("transitive=%v: unexpected %s=%q", transitive, k, form.Get(k))
+				}
+			}
+		}
+		for k, v := range want {
+			if form.Get(k) != v[0] {
+				t.Errorf("transitive=%v: %s = %q, want %q", transitive, k, form.Get(k), v[0])
+			}
+		}
+		is := sts.Double.Issued(roleARN)
+		got := is[len(is)-1]
+		if len(got.Tags) != 2 || got.Tags[0].Key != "eks-cluster-name" || got.Tags[1].Value != "team-a" || (len(got.TransitiveTagKeys) == 2) != transitive {
+			t.Errorf("transitive=%v: STS recorded tags %v, transitive %v", transitive, got.Tags, got.TransitiveTagKeys)
+		}
+	}
+}
+
+// A trust policy that allows sts:AssumeRole but not sts:TagSession refuses
+// a call with tags: the error names the missing permission and the flag.
+// Without tags the same refusal says nothing of tags.
+func TestNodeAssumeRoleTagSessionDenied(t *testing.T) {
+	fakeaws.IsolateEnv(t)
+	node := fakeaws.NewNodeIMDS(t, "eu-west-1", "eu-west-1b")
+	sts := fakeaws.NewSTS(t, nil)
+	cfg := testConfig(sts)
+	cfg.Duration, cfg.Tags = time.Hour, []contract.SessionTag{{Key: contract.TagClusterName, Value: "prod"}}
+	src, err := NewNode(context.Background(), cfg, node.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = src.Fetch(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "AccessDenied") || !strings.Contains(err.Error(), "trust policy must allow sts:TagSession") ||
+		!strings.Contains(err.Error(), "--session-tags") || !strings.Contains(err.Error(), roleARN) {
+		t.Fatalf("err = %v", err)
+	}
+	cfg.RoleARN, cfg.Tags = fakeaws.UntrustedRole, nil
+	src, _ = NewNode(context.Background(), cfg, node.URL)
+	if _, err := src.Fetch(context.Background()); err == nil || strings.Contains(err.Error(), "TagSession") {
+		t.Fatalf("untagged refusal: %v", err)
+	}
+}
+
+// AssumeRoleWithWebIdentity takes tags only from the token: the source
+// refuses to be built with tags rather than drop them silently.
+func TestWebIdentityRefusesTags(t *testing.T) {
+	cfg := testConfig(fakeaws.NewSTS(t, nil))
+	cfg.Tags = []contract.SessionTag{{Key: contract.TagClusterName, Value: "prod"}}
+	if _, err := NewWebIdentity(cfg, "/t"); err == nil || !strings.Contains(err.Error(), "session tags") {
+		t.Fatalf("err = %v", err)
 	}
 }
 
