@@ -7,15 +7,14 @@ import (
 	"testing"
 	"time"
 
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	k8stesting "k8s.io/client-go/testing"
 )
 
-func publishedBundle(t *testing.T, client kubernetes.Interface) []byte {
+func publishedBundle(t *testing.T, client fakeCluster) []byte {
 	t.Helper()
-	mwc, err := client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(context.Background(), testMWC, metav1.GetOptions{})
+	mwc, err := client.mutatingConfigs().Get(context.Background(), testMWC, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +39,7 @@ func verifiesAgainst(leaf *x509.Certificate, bundle []byte, now time.Time) error
 func TestSelfSignedForcedRotationOverlap(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	client := newFakeCluster()
+	client := newFakeCluster(t)
 	clock := time.Now()
 	now := func() time.Time { return clock }
 	old := newReplica(client, now)
@@ -53,7 +52,7 @@ func TestSelfSignedForcedRotationOverlap(t *testing.T) {
 		t.Fatalf("first certificate: %v", err)
 	}
 
-	if err := client.CoreV1().Secrets(testNS).Delete(ctx, testSecret, metav1.DeleteOptions{}); err != nil {
+	if err := client.deleteSecret(ctx, testSecret); err != nil {
 		t.Fatal(err)
 	}
 	client.ClearActions()
@@ -84,7 +83,10 @@ func TestSelfSignedForcedRotationOverlap(t *testing.T) {
 	for i, a := range client.Actions() {
 		switch a.GetVerb() + " " + a.GetResource().Resource {
 		case "update mutatingwebhookconfigurations":
-			mwc := a.(k8stesting.UpdateAction).GetObject().(*admissionregistrationv1.MutatingWebhookConfiguration)
+			mwc, err := client.mutatingConfigs().fromUnstructured(a.(k8stesting.UpdateAction).GetObject().(*unstructured.Unstructured))
+			if err != nil {
+				t.Fatal(err)
+			}
 			if trustedAt < 0 && verifiesAgainst(leafB, mwc.Webhooks[0].ClientConfig.CABundle, clock) == nil {
 				trustedAt = i
 			}
@@ -131,14 +133,14 @@ func TestSelfSignedForcedRotationOverlap(t *testing.T) {
 func TestSelfSignedRaceWithdrawsLosersCA(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	client := newFakeCluster()
+	client := newFakeCluster(t)
 	a, b := newReplica(client, nil), newReplica(client, nil)
 	if err := a.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
 	// b's Get ran before a's create: it goes on to create, having published
 	// its own CA first, and finds a's Secret.
-	sec, _ := client.CoreV1().Secrets(testNS).Get(ctx, testSecret, metav1.GetOptions{})
+	sec, _ := client.secrets().Get(ctx, testSecret, metav1.GetOptions{})
 	if _, err := b.create(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +158,7 @@ func TestSelfSignedRaceWithdrawsLosersCA(t *testing.T) {
 func TestSelfSignedRunFollowsSecret(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	client := newFakeCluster()
+	client := newFakeCluster(t)
 	r := newReplica(client, nil)
 	go r.Run(ctx, time.Hour)
 	waitUntil := func(what string, cond func() bool) {
@@ -171,7 +173,7 @@ func TestSelfSignedRunFollowsSecret(t *testing.T) {
 	}
 	waitUntil("first certificate", func() bool { return r.Ready() == nil })
 	first := r.Store.Current().Leaf
-	if err := client.CoreV1().Secrets(testNS).Delete(ctx, testSecret, metav1.DeleteOptions{}); err != nil {
+	if err := client.deleteSecret(ctx, testSecret); err != nil {
 		t.Fatal(err)
 	}
 	waitUntil("a new certificate after the Secret was deleted", func() bool {

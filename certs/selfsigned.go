@@ -14,10 +14,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/util/retry"
 )
@@ -34,7 +35,9 @@ const (
 // bundle into the MutatingWebhookConfiguration and the
 // ValidatingWebhookConfiguration the same server answers for.
 type SelfSigned struct {
-	Client            kubernetes.Interface
+	// Client reaches the API server; the dynamic client, not the typed
+	// clientset (see kube.go).
+	Client            dynamic.Interface
 	SecretNamespace   string
 	SecretName        string
 	WebhookConfigName string // MutatingWebhookConfiguration; empty: none
@@ -130,7 +133,7 @@ func (s *SelfSigned) Run(ctx context.Context, interval time.Duration) {
 // resourceNames rule: the webhook never sees other Secrets.
 func (s *SelfSigned) watch(ctx context.Context, changed func()) {
 	sel := fields.OneTermEqualSelector("metadata.name", s.SecretName).String()
-	secrets := s.Client.CoreV1().Secrets(s.SecretNamespace)
+	secrets := s.secrets().ri
 	lw := &cache.ListWatch{
 		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
 			o.FieldSelector = sel
@@ -141,8 +144,9 @@ func (s *SelfSigned) watch(ctx context.Context, changed func()) {
 			return secrets.Watch(ctx, o)
 		},
 	}
-	// The fake clientset of unit tests cannot stream a watch-list.
-	inf := cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, s.Client), &corev1.Secret{}, cache.SharedIndexInformerOptions{})
+	// A fake client of unit tests cannot stream a watch-list. Only the
+	// events matter, not the object: unstructured needs no conversion.
+	inf := cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, s.Client), &unstructured.Unstructured{}, cache.SharedIndexInformerOptions{})
 	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { changed() },
 		UpdateFunc: func(any, any) { changed() },
@@ -181,7 +185,7 @@ type material struct {
 // holding a certificate from it is written, and a replica serves a
 // certificate only after the bundle it needs has been published.
 func (s *SelfSigned) Sync(ctx context.Context) error {
-	secrets := s.Client.CoreV1().Secrets(s.SecretNamespace)
+	secrets := s.secrets()
 	sec, err := secrets.Get(ctx, s.SecretName, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		sec, err = s.create(ctx)
@@ -294,7 +298,7 @@ func (s *SelfSigned) create(ctx context.Context) (*corev1.Secret, error) {
 		Type: corev1.SecretTypeOpaque,
 		Data: map[string][]byte{CAFile: m.bundle, SecretCAKey: m.ca.KeyPEM, CertFile: m.leafPEM, KeyFile: m.keyPEM},
 	}
-	secrets := s.Client.CoreV1().Secrets(s.SecretNamespace)
+	secrets := s.secrets()
 	created, err := secrets.Create(ctx, sec, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
 		// Another replica won; its CA is published. Ours signs nothing:
@@ -384,9 +388,8 @@ func (s *SelfSigned) managesConfigs() bool {
 // and the validating configuration, retrying on conflicts with other
 // replicas doing the same.
 func (s *SelfSigned) editBundles(ctx context.Context, edit func([]byte) []byte) error {
-	api := s.Client.AdmissionregistrationV1()
 	if s.WebhookConfigName != "" {
-		mwcs := api.MutatingWebhookConfigurations()
+		mwcs := s.mutatingConfigs()
 		err := editConfig(ctx, s.Logger, "mutatingwebhookconfiguration", s.WebhookConfigName, mwcs.Get, mwcs.Update,
 			func(c *admissionregistrationv1.MutatingWebhookConfiguration) []*[]byte {
 				out := make([]*[]byte, len(c.Webhooks))
@@ -400,7 +403,7 @@ func (s *SelfSigned) editBundles(ctx context.Context, edit func([]byte) []byte) 
 		}
 	}
 	if s.ValidatingWebhookConfigName != "" {
-		vwcs := api.ValidatingWebhookConfigurations()
+		vwcs := s.validatingConfigs()
 		return editConfig(ctx, s.Logger, "validatingwebhookconfiguration", s.ValidatingWebhookConfigName, vwcs.Get, vwcs.Update,
 			func(c *admissionregistrationv1.ValidatingWebhookConfiguration) []*[]byte {
 				out := make([]*[]byte, len(c.Webhooks))

@@ -11,9 +11,10 @@ import (
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/apimachinery/pkg/runtime"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 )
 
 const (
@@ -24,13 +25,52 @@ const (
 
 var testNames = []string{"podrole-webhook.podrole-system.svc", "podrole-webhook.podrole-system.svc.cluster.local"}
 
-func newReplica(client kubernetes.Interface, now func() time.Time) *SelfSigned {
+func newReplica(client fakeCluster, now func() time.Time) *SelfSigned {
 	return &SelfSigned{Client: client, SecretNamespace: testNS, SecretName: testSecret, WebhookConfigName: testMWC,
 		DNSNames: testNames, Store: &Store{}, Logger: slog.New(slog.DiscardHandler), Now: now}
 }
 
-func newFakeCluster() *fake.Clientset {
-	return fake.NewClientset(&admissionregistrationv1.MutatingWebhookConfiguration{
+// fakeCluster is client-go's fake dynamic client, as SelfSigned uses it in
+// the webhook, with the typed reads and writes the tests make.
+type fakeCluster struct {
+	*dynamicfake.FakeDynamicClient
+}
+
+// IsWatchListSemanticsUnSupported tells the informer that the fake cannot
+// stream a watch-list (client-go's typed fake says so of itself; the
+// dynamic fake does not).
+func (fakeCluster) IsWatchListSemanticsUnSupported() bool { return true }
+
+// newFake is a cluster holding objs (typed objects of k8s.io/api).
+func newFake(t *testing.T, objs ...runtime.Object) fakeCluster {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, admissionregistrationv1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return fakeCluster{dynamicfake.NewSimpleDynamicClient(scheme, objs...)}
+}
+
+func (c fakeCluster) secrets() typed[corev1.Secret] {
+	return (&SelfSigned{Client: c, SecretNamespace: testNS}).secrets()
+}
+
+func (c fakeCluster) mutatingConfigs() typed[admissionregistrationv1.MutatingWebhookConfiguration] {
+	return (&SelfSigned{Client: c}).mutatingConfigs()
+}
+
+func (c fakeCluster) validatingConfigs() typed[admissionregistrationv1.ValidatingWebhookConfiguration] {
+	return (&SelfSigned{Client: c}).validatingConfigs()
+}
+
+func (c fakeCluster) deleteSecret(ctx context.Context, name string) error {
+	return c.secrets().ri.Delete(ctx, name, metav1.DeleteOptions{})
+}
+
+func newFakeCluster(t *testing.T) fakeCluster {
+	return newFake(t, &admissionregistrationv1.MutatingWebhookConfiguration{
 		ObjectMeta: metav1.ObjectMeta{Name: testMWC},
 		Webhooks:   []admissionregistrationv1.MutatingWebhook{{Name: "pods.podrole.io"}},
 	})
@@ -38,9 +78,9 @@ func newFakeCluster() *fake.Clientset {
 
 // verifies reports whether the replica's served certificate chains to the
 // caBundle the API server would use, for name.
-func verifies(t *testing.T, client kubernetes.Interface, r *SelfSigned, now time.Time) {
+func verifies(t *testing.T, client fakeCluster, r *SelfSigned, now time.Time) {
 	t.Helper()
-	mwc, err := client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(context.Background(), testMWC, metav1.GetOptions{})
+	mwc, err := client.mutatingConfigs().Get(context.Background(), testMWC, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +100,7 @@ func verifies(t *testing.T, client kubernetes.Interface, r *SelfSigned, now time
 func TestSelfSignedReplicasAgree(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	client := newFakeCluster()
+	client := newFakeCluster(t)
 	now := time.Now()
 	replicas := []*SelfSigned{newReplica(client, nil), newReplica(client, nil), newReplica(client, nil)}
 	var wg sync.WaitGroup
@@ -100,7 +140,7 @@ func TestSelfSignedReplicasAgree(t *testing.T) {
 func TestSelfSignedRotation(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	client := newFakeCluster()
+	client := newFakeCluster(t)
 	clock := time.Now()
 	r := newReplica(client, func() time.Time { return clock })
 	r.CAValidity, r.CertValidity = 300*24*time.Hour, 30*24*time.Hour
@@ -111,7 +151,7 @@ func TestSelfSignedRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	leaf0 := r.Store.Current().Leaf
-	ca0, _ := client.CoreV1().Secrets(testNS).Get(ctx, testSecret, metav1.GetOptions{})
+	ca0, _ := client.secrets().Get(ctx, testSecret, metav1.GetOptions{})
 
 	// Not due: nothing changes.
 	clock = clock.Add(10 * 24 * time.Hour)
@@ -146,7 +186,7 @@ func TestSelfSignedRotation(t *testing.T) {
 	// CA due: a new CA is staged next to the old one; the leaf stays for now.
 	clock = clock.Add(190 * 24 * time.Hour)
 	// Keep the leaf fresh so only the CA is due.
-	sec, _ := client.CoreV1().Secrets(testNS).Get(ctx, testSecret, metav1.GetOptions{})
+	sec, _ := client.secrets().Get(ctx, testSecret, metav1.GetOptions{})
 	ca, err := ParseCA(sec.Data[CAFile], sec.Data[SecretCAKey])
 	if err != nil {
 		t.Fatal(err)
@@ -156,13 +196,13 @@ func TestSelfSignedRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	sec.Data[CertFile], sec.Data[KeyFile] = fresh.CertPEM, fresh.KeyPEM
-	if _, err := client.CoreV1().Secrets(testNS).Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+	if _, err := client.secrets().Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	staged, _ := client.CoreV1().Secrets(testNS).Get(ctx, testSecret, metav1.GetOptions{})
+	staged, _ := client.secrets().Get(ctx, testSecret, metav1.GetOptions{})
 	if n := countCerts(staged.Data[CAFile]); n != 2 {
 		t.Fatalf("bundle holds %d CAs after staging, want old and new", n)
 	}
@@ -189,9 +229,9 @@ func TestSelfSignedRotation(t *testing.T) {
 	verifies(t, client, r, clock)
 
 	// A corrupt Secret is replaced, not served.
-	sec, _ = client.CoreV1().Secrets(testNS).Get(ctx, testSecret, metav1.GetOptions{})
+	sec, _ = client.secrets().Get(ctx, testSecret, metav1.GetOptions{})
 	sec.Data[KeyFile] = []byte("garbage")
-	if _, err := client.CoreV1().Secrets(testNS).Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
+	if _, err := client.secrets().Update(ctx, sec, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.Sync(ctx); err != nil {
@@ -203,7 +243,7 @@ func TestSelfSignedRotation(t *testing.T) {
 func TestSelfSignedNeedsWebhookConfig(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	r := newReplica(fake.NewClientset(), nil)
+	r := newReplica(newFake(t), nil)
 	if err := r.Sync(ctx); err == nil {
 		t.Fatal("sync succeeded without the mutatingwebhookconfiguration")
 	}
@@ -230,7 +270,7 @@ func countCerts(bundle []byte) int {
 func TestSelfSignedPublishesBothConfigurations(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	client := fake.NewClientset(
+	client := newFake(t,
 		&admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: testMWC},
 			Webhooks: []admissionregistrationv1.MutatingWebhook{{Name: "pods.podrole.io"}}},
 		&admissionregistrationv1.ValidatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: testMWC},
@@ -245,11 +285,11 @@ func TestSelfSignedPublishesBothConfigurations(t *testing.T) {
 		t.Fatal(err)
 	}
 	verifies(t, client, r, time.Now())
-	mwc, err := client.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, testMWC, metav1.GetOptions{})
+	mwc, err := client.mutatingConfigs().Get(ctx, testMWC, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	vwc, err := client.AdmissionregistrationV1().ValidatingWebhookConfigurations().Get(ctx, testMWC, metav1.GetOptions{})
+	vwc, err := client.validatingConfigs().Get(ctx, testMWC, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +297,7 @@ func TestSelfSignedPublishesBothConfigurations(t *testing.T) {
 		t.Fatalf("validating caBundle (%d CAs) differs from the mutating one (%d CAs)", countCerts(got), countCerts(want))
 	}
 
-	missing := newReplica(newFakeCluster(), nil)
+	missing := newReplica(newFakeCluster(t), nil)
 	missing.ValidatingWebhookConfigName = testMWC
 	if err := missing.Sync(ctx); err == nil || !strings.Contains(err.Error(), `validatingwebhookconfiguration "podrole-webhook"`) {
 		t.Fatalf("sync without the validatingwebhookconfiguration: %v", err)

@@ -27,7 +27,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -109,6 +110,11 @@ func parseFlags(args []string, lookup func(string) (string, bool), stderr io.Wri
 	fs.BoolVar(&c.AllowEnvModeNodeSource, "allow-env-mode-node-source", c.AllowEnvModeNodeSource, "admit env mode with --source=node; WEAKENS protection: the agent then needs the node's IMDS reachable from pods (hop limit 2, no rule exempts it), which is exactly what lets every app of the pod reach the node role")
 	fs.IntVar(&c.SidecarPort, "sidecar-port", c.SidecarPort, "agent's IMDS port on 127.0.0.1 (moved up when the pod declares it)")
 	fs.IntVar(&c.HealthPort, "health-port", c.HealthPort, "agent's health port for probes (moved up when the pod declares it)")
+	fs.BoolVar(&c.SessionTags, "session-tags", c.SessionTags, "agents send session tags with sts:AssumeRole, as EKS Pod Identity does (eks-cluster-arn, eks-cluster-name, kubernetes-namespace, "+
+		"kubernetes-service-account, kubernetes-pod-name, kubernetes-pod-uid), for attribute-based access control; roles' trust policies must allow sts:TagSession. Needs --cluster-name; not with --source=web-identity")
+	fs.BoolVar(&c.SessionTagsTransitive, "session-tags-transitive", c.SessionTagsTransitive, "with --session-tags: pass every tag as transitive (TransitiveTagKeys), so it stays on sessions chained from the pod's")
+	fs.StringVar(&c.ClusterName, "cluster-name", c.ClusterName, "with --session-tags: the eks-cluster-name tag (required)")
+	fs.StringVar(&c.ClusterARN, "cluster-arn", c.ClusterARN, "with --session-tags: the eks-cluster-arn tag, an EKS cluster ARN (arn:aws:eks:REGION:ACCOUNT:cluster/NAME); empty: no such tag")
 
 	if err := envflag.ParseLookup(fs, args, lookup); err != nil {
 		return nil, err
@@ -170,16 +176,25 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		return err
 	}
 	level, _ := parseLevel(o.logLevel)
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log := newLogger(stderr, level)
 
 	restCfg, err := kubeConfig(o.kubeconfig)
 	if err != nil {
 		return err
 	}
 	restCfg.UserAgent = "podrole-webhook"
-	client, err := kubernetes.NewForConfig(restCfg)
+	// Two small clients on one connection pool, not the typed clientset
+	// (k8s.io/client-go/kubernetes): the webhook reads namespaces' metadata
+	// and, self-signed, one Secret and two webhook configurations, and
+	// linking every API group's typed client cost it about 15 MiB of
+	// resident executable pages (README "Performance").
+	httpClient, err := rest.HTTPClientFor(restCfg)
 	if err != nil {
-		return fmt.Errorf("build Kubernetes client: %w", err)
+		return fmt.Errorf("build Kubernetes HTTP client: %w", err)
+	}
+	metaClient, err := metadata.NewForConfigAndClient(restCfg, httpClient)
+	if err != nil {
+		return fmt.Errorf("build Kubernetes metadata client: %w", err)
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -189,8 +204,12 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	certReady := store.Ready
 	if o.selfSigned {
 		ns, name, _ := strings.Cut(o.selfSecret, "/")
+		dynClient, err := dynamic.NewForConfigAndClient(restCfg, httpClient)
+		if err != nil {
+			return fmt.Errorf("build Kubernetes dynamic client: %w", err)
+		}
 		ss := &certs.SelfSigned{
-			Client: client, SecretNamespace: ns, SecretName: name,
+			Client: dynClient, SecretNamespace: ns, SecretName: name,
 			// One name for both configurations, as in manifests/base.
 			WebhookConfigName: o.webhookConfig, ValidatingWebhookConfigName: o.webhookConfig,
 			DNSNames: serviceNames(o.serviceName, o.serviceNS), Store: store, Logger: log.With("component", "self-signed"),
@@ -212,7 +231,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 		go src.Run(ctx, o.certReload)
 	}
 
-	namespaces := nsinfo.New(client, o.nsResync)
+	namespaces := nsinfo.New(metaClient, o.nsResync)
 	namespaces.Start(ctx)
 
 	reg := prometheus.NewRegistry()

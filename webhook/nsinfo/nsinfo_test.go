@@ -12,22 +12,39 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	metadatafake "k8s.io/client-go/metadata/fake"
 	k8stesting "k8s.io/client-go/testing"
 )
 
 var enabled = map[string]string{contract.LabelInject: contract.InjectEnabled}
 
-func ns(name string, labels map[string]string) *corev1.Namespace {
-	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels,
-		Annotations:   map[string]string{"iam.amazonaws.com/allowed-roles": `["a"]`},
-		ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}, Finalizers: []string{"example.com/keep"}},
-		Spec:   corev1.NamespaceSpec{Finalizers: []corev1.FinalizerName{corev1.FinalizerKubernetes}},
-		Status: corev1.NamespaceStatus{Phase: corev1.NamespaceActive}}
+// ns is a namespace as the metadata API serves it: metadata only, the
+// API server never sends spec or status to a metadata client.
+func ns(name string, labels map[string]string) *metav1.PartialObjectMetadata {
+	return &metav1.PartialObjectMetadata{TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Namespace"},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels,
+			Annotations:   map[string]string{"iam.amazonaws.com/allowed-roles": `["a"]`},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}, Finalizers: []string{"example.com/keep"},
+			OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "ConfigMap", Name: "owner", UID: "u"}}}}
+}
+
+func newClient(t *testing.T, objs ...runtime.Object) *metadatafake.FakeMetadataClient {
+	t.Helper()
+	scheme := metadatafake.NewTestScheme()
+	if err := metav1.AddMetaToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	return metadatafake.NewSimpleMetadataClient(scheme, objs...)
+}
+
+// namespaceClient is the fake's namespaces, for the tests' own reads and writes.
+func namespaceClient(client *metadatafake.FakeMetadataClient) metadatafake.MetadataClient {
+	return client.Resource(schema.GroupVersionResource{Version: "v1", Resource: "namespaces"}).Namespace("").(metadatafake.MetadataClient)
 }
 
 // gets counts the GETs of namespaces the client has served.
-func gets(client *fake.Clientset) int {
+func gets(client *metadatafake.FakeMetadataClient) int {
 	n := 0
 	for _, a := range client.Actions() {
 		if a.GetVerb() == "get" && a.GetResource().Resource == "namespaces" {
@@ -64,7 +81,8 @@ func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
 func TestCache(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	client := fake.NewClientset(ns("team-a", enabled))
+	client := newClient(t, ns("team-a", enabled))
+	nsc := namespaceClient(client)
 	c := New(client, 0)
 
 	got, err := lookup(ctx, c, "team-a")
@@ -85,9 +103,9 @@ func TestCache(t *testing.T) {
 	}
 
 	// An annotation change arrives through the watch.
-	n, _ := client.CoreV1().Namespaces().Get(ctx, "team-a", metav1.GetOptions{})
+	n, _ := nsc.Get(ctx, "team-a", metav1.GetOptions{})
 	n.Annotations = map[string]string{"iam.amazonaws.com/allowed-roles": `["b"]`}
-	if _, err := client.CoreV1().Namespaces().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+	if _, err := nsc.UpdateFake(n, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(ctx, t, "the annotation change to reach the cache", func() bool {
@@ -99,14 +117,14 @@ func TestCache(t *testing.T) {
 	}
 
 	// Without the label the cache does not answer: the live read does.
-	n, _ = client.CoreV1().Namespaces().Get(ctx, "team-a", metav1.GetOptions{})
+	n, _ = nsc.Get(ctx, "team-a", metav1.GetOptions{})
 	n.Labels = map[string]string{contract.LabelInject: "disabled"}
-	if _, err := client.CoreV1().Namespaces().Update(ctx, n, metav1.UpdateOptions{}); err != nil {
+	if _, err := nsc.UpdateFake(n, metav1.UpdateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(ctx, t, "the label removal to reach the cache", func() bool {
-		cached, err := c.lister.Get("team-a")
-		return err == nil && cached.Labels[contract.LabelInject] == "disabled"
+		cached, ok := c.cached("team-a")
+		return ok && cached.Labels[contract.LabelInject] == "disabled"
 	})
 	if _, ok := c.CachedNamespace("team-a"); ok {
 		t.Fatal("CachedNamespace answered with a namespace the API server would not call the webhook for")
@@ -118,9 +136,9 @@ func TestCache(t *testing.T) {
 	if _, ok := c.CachedNamespace("missing"); ok {
 		t.Fatal("CachedNamespace answered for a namespace that does not exist")
 	}
-	cached, err := c.lister.Get("team-a")
-	if err != nil || len(cached.ManagedFields) != 0 || len(cached.Finalizers) != 0 || len(cached.Spec.Finalizers) != 0 || cached.Status.Phase != "" {
-		t.Fatalf("cache keeps more than name, labels and annotations: %+v %v", cached, err)
+	cached, ok := c.cached("team-a")
+	if !ok || len(cached.ManagedFields) != 0 || len(cached.Finalizers) != 0 || len(cached.OwnerReferences) != 0 {
+		t.Fatalf("cache keeps more than name, labels and annotations: %+v %v", cached, ok)
 	}
 	if _, err := lookup(ctx, c, "missing"); err == nil || !strings.Contains(err.Error(), `get namespace "missing"`) {
 		t.Fatalf("missing namespace: %v", err)
@@ -137,9 +155,9 @@ func TestStaleCacheNeverFailsOpen(t *testing.T) {
 	defer cancel()
 	live := ns("team-a", enabled)
 	live.Annotations = map[string]string{"iam.amazonaws.com/allowed-roles": `["app"]`}
-	client := fake.NewClientset(live)
+	client := newClient(t, live)
 	c := New(client, 0)
-	stale := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a", ResourceVersion: "1"}}
+	stale := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: "team-a", ResourceVersion: "1"}}
 	if err := c.informer.GetIndexer().Add(stale); err != nil {
 		t.Fatal(err)
 	}
@@ -194,9 +212,9 @@ func TestNamespaceIsLive(t *testing.T) {
 	defer cancel()
 	live := ns("team-a", enabled)
 	live.Annotations = map[string]string{"iam.amazonaws.com/allowed-roles": `["new"]`}
-	client := fake.NewClientset(live)
+	client := newClient(t, live)
 	c := New(client, 0)
-	old := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "team-a", Labels: enabled,
+	old := &metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Name: "team-a", Labels: enabled,
 		Annotations: map[string]string{"iam.amazonaws.com/allowed-roles": `["old"]`}}}
 	if err := c.informer.GetIndexer().Add(old); err != nil {
 		t.Fatal(err)
@@ -205,7 +223,7 @@ func TestNamespaceIsLive(t *testing.T) {
 	if err != nil || got.Annotations["iam.amazonaws.com/allowed-roles"] != `["new"]` || gets(client) != 1 {
 		t.Fatalf("Namespace: %+v, %v, %d GETs; want the live copy", got, err, gets(client))
 	}
-	if err := client.CoreV1().Namespaces().Delete(ctx, "team-a", metav1.DeleteOptions{}); err != nil {
+	if err := namespaceClient(client).Delete(ctx, "team-a", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := c.Namespace(ctx, "team-a"); err == nil {
