@@ -89,6 +89,34 @@ func TestFlags(t *testing.T) {
 		{name: "bad listen", args: append(ok, "--listen=9443"), err: "--listen"},
 		{name: "bad env value", args: ok, env: map[string]string{"PODROLE_SIDECAR_UID": "many"}, err: "PODROLE_SIDECAR_UID"},
 		{name: "stray argument", args: append(ok, "extra"), err: "unexpected arguments"},
+		{name: "session tags off by default", args: ok, check: func(t *testing.T, o *options) {
+			if c := o.inject; c.SessionTags || c.SessionTagsTransitive || c.ClusterName != "" || c.ClusterARN != "" {
+				t.Errorf("%+v", c)
+			}
+		}},
+		{name: "session tags", args: append(ok, "--session-tags", "--session-tags-transitive", "--cluster-name=prod",
+			"--cluster-arn=arn:aws-cn:eks:cn-north-1:111122223333:cluster/prod"), check: func(t *testing.T, o *options) {
+			if c := o.inject; !c.SessionTags || !c.SessionTagsTransitive || c.ClusterName != "prod" || c.ClusterARN != "arn:aws-cn:eks:cn-north-1:111122223333:cluster/prod" {
+				t.Errorf("%+v", c)
+			}
+		}},
+		{name: "session tags from environment", args: ok, env: map[string]string{"PODROLE_SESSION_TAGS": "true", "PODROLE_CLUSTER_NAME": "prod"},
+			check: func(t *testing.T, o *options) {
+				if c := o.inject; !c.SessionTags || c.ClusterName != "prod" || c.ClusterARN != "" || c.SessionTagsTransitive {
+					t.Errorf("%+v", c)
+				}
+			}},
+		{name: "session tags without cluster name", args: append(ok, "--session-tags"), err: "--cluster-name is required with --session-tags"},
+		{name: "session tags with web identity", args: append(ok, "--session-tags", "--cluster-name=prod", "--source=web-identity"),
+			err: "--session-tags with --source=web-identity"},
+		{name: "cluster name not a tag value", args: append(ok, "--session-tags", "--cluster-name=prod,eu"), err: `--cluster-name="prod,eu" cannot be a session tag value`},
+		{name: "cluster arn not an EKS ARN", args: append(ok, "--session-tags", "--cluster-name=prod", "--cluster-arn=arn:aws:iam::111122223333:role/prod"),
+			err: "is not an EKS cluster ARN: give arn:aws:eks:REGION:ACCOUNT:cluster/NAME"},
+		{name: "cluster arn of another cluster", args: append(ok, "--session-tags", "--cluster-name=prod", "--cluster-arn=arn:aws:eks:us-east-1:111122223333:cluster/dev"),
+			err: `names cluster "dev" but --cluster-name is "prod"`},
+		{name: "transitive without session tags", args: append(ok, "--session-tags-transitive"), err: "--session-tags-transitive without --session-tags does nothing"},
+		{name: "cluster name without session tags", args: append(ok, "--cluster-name=prod"), err: "--cluster-name without --session-tags does nothing: add --session-tags"},
+		{name: "cluster arn without session tags", args: append(ok, "--cluster-arn=arn:aws:eks:us-east-1:111122223333:cluster/prod"), err: "--cluster-arn without --session-tags"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -71,6 +71,16 @@ type Config struct {
 	// rules and gives it no mark), so the node must answer pods, which is
 	// exactly what lets every process of the pod reach the node role.
 	AllowEnvModeNodeSource bool `json:"allowEnvModeNodeSource,omitempty"`
+	// SessionTags makes every agent send session tags with sts:AssumeRole
+	// (serve --session-tags): EKS Pod Identity's keys, the cluster's from
+	// ClusterName and ClusterARN, the pod's from the downward API. Roles'
+	// trust policies must then allow sts:TagSession. Not with web identity:
+	// AssumeRoleWithWebIdentity takes tags only from the token.
+	SessionTags bool `json:"sessionTags,omitempty"`
+	// SessionTagsTransitive marks every tag transitive (TransitiveTagKeys).
+	SessionTagsTransitive bool   `json:"sessionTagsTransitive,omitempty"`
+	ClusterName           string `json:"clusterName,omitempty"`
+	ClusterARN            string `json:"clusterARN,omitempty"`
 	// env is set (by inEnvMode) while deciding a pod in env mode; it is not
 	// configuration. Being a field, it is part of patch cache keys.
 	env bool
@@ -149,6 +159,35 @@ func (c *Config) Validate() error {
 	case "", corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
 	default:
 		return fmt.Errorf("--sidecar-image-pull-policy=%q is not valid: use Always, IfNotPresent or Never", c.ImagePullPolicy)
+	}
+	return c.validateSessionTags()
+}
+
+// validateSessionTags checks --session-tags and the flags that only mean
+// something with it. The cluster's values are checked here, at start,
+// against STS's limits on tag values: a bad one would otherwise stop every
+// agent at its start.
+func (c *Config) validateSessionTags() error {
+	if !c.SessionTags {
+		for name, set := range map[string]bool{"session-tags-transitive": c.SessionTagsTransitive, "cluster-name": c.ClusterName != "", "cluster-arn": c.ClusterARN != ""} {
+			if set {
+				return fmt.Errorf("--%s without --session-tags does nothing: add --session-tags, or drop --%s", name, name)
+			}
+		}
+		return nil
+	}
+	if c.Source == contract.SourceWebIdentity {
+		return fmt.Errorf("--session-tags with --source=%s: sts:AssumeRoleWithWebIdentity takes session tags only from the token's https://aws.amazon.com/tags claim, "+
+			"which Kubernetes service-account tokens do not carry, so agents could not send them; use --source=%s (AssumeRole, whose trust policies then allow sts:TagSession) or drop --session-tags",
+			contract.SourceWebIdentity, contract.SourceNode)
+	}
+	if err := contract.CheckClusterName(c.ClusterName); err != nil {
+		return err
+	}
+	if c.ClusterARN != "" {
+		if err := contract.CheckClusterARN(c.ClusterARN, c.ClusterName); err != nil {
+			return err
+		}
 	}
 	return nil
 }

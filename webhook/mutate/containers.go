@@ -64,6 +64,8 @@ func initContainer(cfg Config, ic contract.InitConfig) corev1.Container {
 const (
 	envPodName        = "PODROLE_POD_NAME"
 	envPodNamespace   = "PODROLE_POD_NAMESPACE"
+	envPodUID         = "PODROLE_POD_UID"
+	envServiceAccount = "PODROLE_SERVICE_ACCOUNT"
 	envTopologyRegion = "PODROLE_TOPOLOGY_REGION"
 	envTopologyZone   = "PODROLE_TOPOLOGY_ZONE"
 )
@@ -99,6 +101,13 @@ func fieldEnv(name, fieldPath string) corev1.EnvVar {
 func agentEnv(cfg Config, serve *contract.ServeConfig) []corev1.EnvVar {
 	env := []corev1.EnvVar{fieldEnv(envPodName, "metadata.name"), fieldEnv(envPodNamespace, "metadata.namespace")}
 	serve.PodName, serve.PodNamespace = expand(envPodName), expand(envPodNamespace)
+	if cfg.SessionTags {
+		// The kubernetes-pod-uid and kubernetes-service-account tags. The
+		// UID does not exist at admission; the service account is read from
+		// the stored pod, after the ServiceAccount plugin defaulted it.
+		env = append(env, fieldEnv(envPodUID, "metadata.uid"), fieldEnv(envServiceAccount, "spec.serviceAccountName"))
+		serve.PodUID, serve.ServiceAccount = expand(envPodUID), expand(envServiceAccount)
+	}
 	if cfg.Source != contract.SourceWebIdentity {
 		return env
 	}

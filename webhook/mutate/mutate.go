@@ -201,6 +201,9 @@ func inject(pod *corev1.Pod, ns Namespace, role string, cfg Config) Result {
 	serve.STSEndpoint = cfg.STSEndpoint
 	serve.Region = cfg.Region
 	serve.NodeMetadataEndpoint = cfg.NodeMetadataEndpoint
+	// Session tags: the cluster's values here, the pod's in agentEnv.
+	serve.SessionTags, serve.TransitiveSessionTags = cfg.SessionTags, cfg.SessionTagsTransitive
+	serve.ClusterName, serve.ClusterARN = cfg.ClusterName, cfg.ClusterARN
 	// The webhook's --require-imdsv2 is a floor: a pod can ask for IMDSv2
 	// alone, never for IMDSv1 back. The annotation was checked in Mutate.
 	imdsv2, _ := podRequiresIMDSv2(pod)
