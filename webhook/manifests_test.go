@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -23,7 +21,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
 )
@@ -31,22 +28,13 @@ import (
 // kustomize builds an overlay with kubectl and splits it into documents.
 func kustomize(t *testing.T, kubectl, overlay string) (string, map[string][]byte) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, kubectl, "kustomize", filepath.Join("..", "manifests", "overlays", overlay)).CombinedOutput()
+	out := kubetest.Kustomize(t, kubectl, filepath.Join("..", "manifests", "overlays", overlay))
+	split, err := kubetest.SplitYAML(out)
 	if err != nil {
-		t.Fatalf("kubectl kustomize %s: %v\n%s", overlay, err, out)
+		t.Fatal(err)
 	}
 	docs := map[string][]byte{}
-	r := utilyaml.NewYAMLReader(bufioReader(out))
-	for {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, doc := range split {
 		var meta metav1.PartialObjectMetadata
 		if err := yaml.Unmarshal(doc, &meta); err != nil {
 			t.Fatal(err)
@@ -363,5 +351,3 @@ func TestSelfSignedAgainstAPIServer(t *testing.T) {
 	}
 	_ = os.Remove(saKubeconfig)
 }
-
-func bufioReader(b []byte) *bufio.Reader { return bufio.NewReader(bytes.NewReader(b)) }
