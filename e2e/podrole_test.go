@@ -53,6 +53,7 @@ func TestPodrole(t *testing.T) {
 	t.Run("11-hostile-kubernetes-api-routes", e.scenarioHostileAPI)
 	t.Run("12-hostile-pods-contained-web-identity", e.scenarioHostilePodsWebIdentity)
 	t.Run("13-pod-security-env-mode", e.scenarioPodSecurityEnvMode) // e2e/psa_test.go
+	t.Run("14-session-tags-reach-sts", e.scenarioSessionTags)       // e2e/sessiontags_test.go
 
 	e.uninstall(t)
 	t.Run("4-host-untouched-after-uninstall", func(t *testing.T) {

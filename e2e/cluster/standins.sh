@@ -64,7 +64,8 @@ start)
 JSON
   roles=""
   for r in e2e-role-a e2e-role-b e2e-app e2e-job e2e-other; do
-    roles+="{\"arn\": \"arn:aws:iam::$ACCOUNT:role/$r\", \"trusted_principals\": [\"arn:aws:iam::$ACCOUNT:role/$NODE_ROLE\"],
+    # tag_session: the trust also allows sts:TagSession (scenario 14, --session-tags).
+    roles+="{\"arn\": \"arn:aws:iam::$ACCOUNT:role/$r\", \"tag_session\": true, \"trusted_principals\": [\"arn:aws:iam::$ACCOUNT:role/$NODE_ROLE\"],
       \"web_identity\": [{\"issuer\": \"$ISSUER\", \"subject\": \"system:serviceaccount:*\"}]},"
   done
   cat >"$DIR/sts-double.json" <<JSON
