@@ -3,7 +3,6 @@ package nodemeta
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
 	"slices"
 	"strings"
 	"testing"
@@ -32,46 +31,38 @@ func TestFetchFromNode(t *testing.T) {
 	}
 }
 
-// An IMDSv1-only node (token call 403/404/405) still answers.
+// An IMDSv1-only node (token call 403/404/405) still answers, to GETs
+// without a token: one the node never issued would be refused (401).
 func TestFetchIMDSv1Node(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case r.URL.Path == "/latest/api/token":
-			w.WriteHeader(http.StatusForbidden)
-		case r.Header.Get("X-Aws-Ec2-Metadata-Token") != "":
-			w.WriteHeader(http.StatusBadRequest)
-		case r.URL.Path == "/latest/meta-data/placement/availability-zone":
-			_, _ = w.Write([]byte("us-west-2-lax-1a"))
-		default:
-			http.NotFound(w, r)
+	for _, status := range []int{http.StatusForbidden, http.StatusNotFound, http.StatusMethodNotAllowed} {
+		node := fakeaws.NewNodeIMDS(t, "", "us-west-2-lax-1a")
+		node.TokenStatus, node.AllowV1 = status, true
+		node.Document = "" // neither region nor document: only the zone
+		md, err := Fetch(context.Background(), nil, node.URL)
+		if err != nil {
+			t.Fatalf("token %d: %v", status, err)
 		}
-	}))
-	defer srv.Close()
-	md, err := Fetch(context.Background(), nil, srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if md.AvailabilityZone != "us-west-2-lax-1a" || md.Region != "" || md.IdentityDocument != nil {
-		t.Fatalf("got %+v", md)
+		if md.AvailabilityZone != "us-west-2-lax-1a" || md.Region != "" || md.IdentityDocument != nil {
+			t.Fatalf("token %d: got %+v", status, md)
+		}
+		for _, q := range node.Requests() {
+			if q.Token {
+				t.Errorf("token %d: %s %s carried a token", status, q.Method, q.Path)
+			}
+		}
 	}
 }
 
 // A node that does not answer in time costs the caller's deadline, no more.
 func TestFetchSlowNode(t *testing.T) {
-	release := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
-	defer srv.Close()
-	defer close(release)
+	node := fakeaws.NewNodeIMDS(t, "eu-west-1", "eu-west-1b")
+	release := node.Block()
+	defer release()
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	done := make(chan error, 1)
 	go func() {
-		_, err := Fetch(ctx, nil, srv.URL)
+		_, err := Fetch(ctx, nil, node.URL)
 		done <- err
 	}()
 	select {
@@ -86,20 +77,9 @@ func TestFetchSlowNode(t *testing.T) {
 
 // Garbage from the node is not served.
 func TestFetchRejectsGarbage(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/latest/api/token":
-			_, _ = w.Write([]byte("tok"))
-		case "/latest/meta-data/placement/region":
-			_, _ = w.Write([]byte("<html>captive portal</html>"))
-		case "/latest/meta-data/placement/availability-zone":
-			_, _ = w.Write([]byte("not a zone"))
-		case "/latest/dynamic/instance-identity/document":
-			_, _ = w.Write([]byte("{broken"))
-		}
-	}))
-	defer srv.Close()
-	md, err := Fetch(context.Background(), nil, srv.URL)
+	node := fakeaws.NewNodeIMDS(t, "<html>captive portal</html>", "not a zone")
+	node.Document = "{broken"
+	md, err := Fetch(context.Background(), nil, node.URL)
 	if err == nil || !strings.Contains(err.Error(), "identity document") {
 		t.Fatalf("err = %v", err)
 	}

@@ -2,52 +2,27 @@ package nodemeta
 
 import (
 	"context"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/podrole/podrole/sidecar/internal/fakeaws"
 )
 
-// standIn is a node IMDS that answers IMDSv1 GETs and/or IMDSv2 token PUTs,
-// as a node with HttpTokens=optional/required and a given hop limit looks
-// from a pod, and records what it was sent.
-type standIn struct {
-	*httptest.Server
-	mu   sync.Mutex
-	reqs []*http.Request
-}
-
-func newStandIn(t *testing.T, v1, v2 bool) *standIn {
-	s := &standIn{}
-	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.mu.Lock()
-		s.reqs = append(s.reqs, r.Clone(context.Background()))
-		s.mu.Unlock()
-		switch {
-		case r.Method == http.MethodPut && r.URL.Path == "/latest/api/token":
-			if !v2 {
-				// A hop limit of 1 drops the answer on its way into the pod;
-				// 403 stands in for that here (TestCheckReachableSlow times out).
-				w.WriteHeader(http.StatusForbidden)
-				return
-			}
-			io.WriteString(w, "AQAEAnodeTokenEXAMPLE==")
-		case r.Method == http.MethodGet && r.URL.Path == "/latest/meta-data/":
-			if !v1 {
-				w.WriteHeader(http.StatusUnauthorized) // HttpTokens=required
-				return
-			}
-			io.WriteString(w, "ami-id\nhostname\niam/\nplacement/\n")
-		default:
-			http.NotFound(w, r)
-		}
-	}))
-	t.Cleanup(s.Close)
-	return s
+// reachNode is the node's IMDS as a pod sees it with HttpTokens optional
+// (v1) or required, and with a hop limit of 2 (v2) or 1: the token PUT's
+// answer then never reaches the pod, which TokenStatus 403 stands in for
+// here (TestCheckReachableSlow has the silent version).
+func reachNode(t *testing.T, v1, v2 bool) *fakeaws.NodeIMDS {
+	n := fakeaws.NewNodeIMDS(t, "eu-west-1", "eu-west-1b")
+	n.AllowV1 = v1
+	if !v2 {
+		n.TokenStatus = http.StatusForbidden
+	}
+	return n
 }
 
 // Every combination is told apart, and the check sends exactly one token
@@ -59,9 +34,9 @@ func TestCheckReachable(t *testing.T) {
 		v1, v2 bool
 	}{{"v1 only", true, false}, {"v2 only", false, true}, {"both", true, true}, {"none", false, false}} {
 		t.Run(tt.name, func(t *testing.T) {
-			s := newStandIn(t, tt.v1, tt.v2)
+			node := reachNode(t, tt.v1, tt.v2)
 			connected := make(chan struct{})
-			r := CheckReachable(context.Background(), ProbeClient(), s.URL+"/", connected)
+			r := CheckReachable(context.Background(), ProbeClient(), node.URL+"/", connected)
 			if r.V1 != tt.v1 || r.V2 != tt.v2 {
 				t.Fatalf("got %+v, want v1=%v v2=%v", r, tt.v1, tt.v2)
 			}
@@ -70,18 +45,16 @@ func TestCheckReachable(t *testing.T) {
 			default:
 				t.Fatal("connected not closed")
 			}
-			s.mu.Lock()
-			defer s.mu.Unlock()
 			var got []string
-			for _, q := range s.reqs {
-				got = append(got, q.Method+" "+q.URL.Path)
-				if q.UserAgent() != ProbeUserAgent {
-					t.Errorf("%s %s: User-Agent %q", q.Method, q.URL.Path, q.UserAgent())
+			for _, q := range node.Requests() {
+				got = append(got, q.Method+" "+q.Path)
+				if q.UserAgent != ProbeUserAgent {
+					t.Errorf("%s %s: User-Agent %q", q.Method, q.Path, q.UserAgent)
 				}
-				if q.Method == http.MethodGet && q.Header.Get("X-Aws-Ec2-Metadata-Token") != "" {
+				if q.Method == http.MethodGet && q.Token {
 					t.Error("the IMDSv1 GET carried a token")
 				}
-				if q.Method == http.MethodPut && q.Header.Get("X-Aws-Ec2-Metadata-Token-Ttl-Seconds") == "" {
+				if q.Method == http.MethodPut && q.TTL == "" {
 					t.Error("the token PUT has no TTL header")
 				}
 			}
@@ -105,6 +78,8 @@ func TestCheckReachableRefusedAndOdd(t *testing.T) {
 	if r.V1 || r.V2 || r.V1Detail != "refused" || r.V2Detail != "refused" {
 		t.Fatalf("closed port: %+v", r)
 	}
+	// Not an IMDS: any web server on that address, answering 200 with
+	// nothing to every request.
 	empty := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
 	defer empty.Close()
 	if r := CheckReachable(context.Background(), ProbeClient(), empty.URL, nil); r.V2 || !r.V1 {
@@ -116,18 +91,13 @@ func TestCheckReachableRefusedAndOdd(t *testing.T) {
 // dropped by the hop limit) costs ProbeTimeout, and connected is closed as
 // soon as both connections are made, long before the answers.
 func TestCheckReachableSlow(t *testing.T) {
-	release := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
-	defer srv.Close()
-	defer close(release)
+	node := fakeaws.NewNodeIMDS(t, "eu-west-1", "eu-west-1b")
+	node.AllowV1 = true
+	release := node.Block()
+	defer release()
 	connected := make(chan struct{})
 	done := make(chan Reachability, 1)
-	go func() { done <- CheckReachable(context.Background(), ProbeClient(), srv.URL, connected) }()
+	go func() { done <- CheckReachable(context.Background(), ProbeClient(), node.URL, connected) }()
 	select {
 	case <-connected:
 	case <-done:

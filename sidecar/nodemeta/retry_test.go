@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/http/httptest"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,30 +38,15 @@ func TestBackoffDelay(t *testing.T) {
 	}
 }
 
-// failingNode answers like fakeaws's node IMDS once failures token calls
-// have failed with 503.
-func failingNode(t *testing.T, failures int32) (*httptest.Server, *fakeaws.NodeIMDS, *atomic.Int32) {
-	node := fakeaws.NewNodeIMDS(t, "eu-west-1", "eu-west-1b")
-	var tokenCalls atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/latest/api/token" && tokenCalls.Add(1) <= failures {
-			http.Error(w, "throttled", http.StatusServiceUnavailable)
-			return
-		}
-		node.Config.Handler.ServeHTTP(w, r)
-	}))
-	t.Cleanup(srv.Close)
-	return srv, node, &tokenCalls
-}
-
 // A node that fails N times is retried with the backoff (fake clock) until
 // it answers, and what it says then is returned.
 func TestFetchUntil(t *testing.T) {
 	const n = 6
-	srv, node, calls := failingNode(t, n)
+	node := fakeaws.NewNodeIMDS(t, "eu-west-1", "eu-west-1b")
+	node.Fail(http.StatusServiceUnavailable, n) // throttled: each attempt ends at its token PUT
 	var waits, reported []time.Duration
 	var failed []int
-	md, failures, err := FetchUntil(context.Background(), nil, srv.URL, RetryOptions{
+	md, failures, err := FetchUntil(context.Background(), nil, node.URL, RetryOptions{
 		After: func(d time.Duration) <-chan time.Time {
 			waits = append(waits, d)
 			c := make(chan time.Time, 1)
@@ -77,8 +60,8 @@ func TestFetchUntil(t *testing.T) {
 			}
 		},
 	})
-	if err != nil || failures != n || calls.Load() != n+1 {
-		t.Fatalf("FetchUntil: %d failures, %d token calls, err %v", failures, calls.Load(), err)
+	if calls := node.Count("PUT /latest/api/token"); err != nil || failures != n || calls != n+1 {
+		t.Fatalf("FetchUntil: %d failures, %d token calls, err %v", failures, calls, err)
 	}
 	if md.Region != "eu-west-1" || md.AvailabilityZone != "eu-west-1b" || string(md.IdentityDocument) != node.Document {
 		t.Fatalf("got %+v", md)
@@ -99,12 +82,13 @@ func TestFetchUntil(t *testing.T) {
 
 // Shutdown ends the retries at once, whatever the backoff.
 func TestFetchUntilCancelled(t *testing.T) {
-	srv, _, _ := failingNode(t, 1<<30)
+	node := fakeaws.NewNodeIMDS(t, "eu-west-1", "eu-west-1b")
+	node.Fail(http.StatusServiceUnavailable, -1)
 	ctx, cancel := context.WithCancel(context.Background())
 	var once sync.Once
 	done := make(chan error, 1)
 	go func() {
-		_, _, err := FetchUntil(ctx, nil, srv.URL, RetryOptions{
+		_, _, err := FetchUntil(ctx, nil, node.URL, RetryOptions{
 			After:     func(time.Duration) <-chan time.Time { return nil }, // never fires
 			OnFailure: func(int, time.Duration, error) { once.Do(cancel) },
 		})

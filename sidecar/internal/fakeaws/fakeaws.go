@@ -1,7 +1,18 @@
 // Package fakeaws holds loopback stand-ins for the sidecar's upstreams in
 // tests: STS (the repository's STS double, stsdouble, behind a recorder) and
-// a node IMDS with an instance profile. They record what they were asked, so
-// tests can check the exact fields the sidecar sent.
+// the node's IMDS (NodeIMDS). They record what they were asked, so tests can
+// check the exact fields the sidecar sent.
+//
+// There are exactly two stand-ins for the node's IMDS in this repository,
+// each where it serves best. NodeIMDS is the one in Go tests: it answers as
+// real IMDS does (docs/imds-clients.md) and injects failures on demand
+// (IMDSv2 required or IMDSv1 allowed, token PUTs refused, requests failed or
+// held, items missing), which unit tests need and which a third-party mock
+// cannot do. amazon-ec2-metadata-mock, AWS's own mock, is the node's IMDS of
+// the conformance suite (sidecar/conformance) and of the e2e cluster
+// (e2e/README.md): there, faithfulness to an implementation that is not ours
+// matters more than failure injection. A third stand-in would be a third
+// idea of what IMDS answers; add a knob to NodeIMDS instead.
 package fakeaws
 
 import (
@@ -278,102 +289,6 @@ func WebIdentityToken(t testing.TB, namespace, name string) string {
 	r.FillBytes(rb)
 	sig.FillBytes(sb)
 	return signed + "." + enc(append(rb, sb...))
-}
-
-// Node credentials of the fake node's instance profile.
-const (
-	NodeRole            = "node-instance-role"
-	NodeAccessKeyID     = "ASIAFAKENODE00000001"
-	NodeSecretAccessKey = "node-secret"
-	NodeSessionToken    = "node-session-token"
-	// nodeSessionARN is who the node's credentials belong to: the node
-	// role's instance session, as on EC2.
-	nodeSessionARN = "arn:aws:sts::" + Account + ":assumed-role/" + NodeRole + "/i-0fakenode"
-)
-
-// NodeIMDS is a fake node IMDS (IMDSv2 required) with region, zone,
-// identity document and an instance profile.
-type NodeIMDS struct {
-	*httptest.Server
-	Region, AvailabilityZone, Document string
-
-	mu       sync.Mutex
-	paths    []string
-	requests []NodeRequest
-}
-
-// NodeRequest is one request the fake node IMDS received.
-type NodeRequest struct {
-	Method, Path, UserAgent string
-	Token                   bool // carried an IMDSv2 token header
-}
-
-// NewNodeIMDS starts it on loopback; it is closed with the test.
-func NewNodeIMDS(t testing.TB, region, az string) *NodeIMDS {
-	n := &NodeIMDS{
-		Region: region, AvailabilityZone: az,
-		Document: fmt.Sprintf(`{"accountId":"999988887777","availabilityZone":%q,"instanceId":"i-0fakenode","region":%q,"version":"2017-09-30"}`, az, region),
-	}
-	n.Server = httptest.NewServer(http.HandlerFunc(n.serve))
-	t.Cleanup(n.Close)
-	return n
-}
-
-// Requests returns every request so far.
-func (n *NodeIMDS) Requests() []NodeRequest {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return append([]NodeRequest(nil), n.requests...)
-}
-
-// Paths returns "METHOD path" of every request so far.
-func (n *NodeIMDS) Paths() []string {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return append([]string(nil), n.paths...)
-}
-
-const nodeToken = "node-imds-token"
-
-func (n *NodeIMDS) serve(w http.ResponseWriter, r *http.Request) {
-	n.mu.Lock()
-	n.paths = append(n.paths, r.Method+" "+r.URL.Path)
-	n.requests = append(n.requests, NodeRequest{Method: r.Method, Path: r.URL.Path, UserAgent: r.UserAgent(),
-		Token: len(r.Header.Values("X-Aws-Ec2-Metadata-Token")) > 0})
-	n.mu.Unlock()
-	if r.URL.Path == "/latest/api/token" {
-		if r.Method != http.MethodPut || r.Header.Get("X-Forwarded-For") != "" || r.Header.Get("X-Aws-Ec2-Metadata-Token-Ttl-Seconds") == "" {
-			http.Error(w, "bad token request", http.StatusBadRequest)
-			return
-		}
-		w.Header().Set("X-Aws-Ec2-Metadata-Token-Ttl-Seconds", r.Header.Get("X-Aws-Ec2-Metadata-Token-Ttl-Seconds"))
-		_, _ = w.Write([]byte(nodeToken))
-		return
-	}
-	if r.Header.Get("X-Aws-Ec2-Metadata-Token") != nodeToken {
-		w.WriteHeader(http.StatusUnauthorized)
-		return
-	}
-	body := ""
-	switch r.URL.Path {
-	case "/latest/meta-data/placement/region":
-		body = n.Region
-	case "/latest/meta-data/placement/availability-zone":
-		body = n.AvailabilityZone
-	case "/latest/dynamic/instance-identity/document":
-		body = n.Document
-	case "/latest/meta-data/iam/security-credentials/":
-		body = NodeRole
-	case "/latest/meta-data/iam/security-credentials/" + NodeRole:
-		body = fmt.Sprintf(`{"Code":"Success","LastUpdated":%q,"Type":"AWS-HMAC","AccessKeyId":%q,"SecretAccessKey":%q,"Token":%q,"Expiration":%q}`,
-			time.Now().UTC().Format(time.RFC3339), NodeAccessKeyID, NodeSecretAccessKey, NodeSessionToken,
-			time.Now().Add(6*time.Hour).UTC().Format(time.RFC3339))
-	}
-	if body == "" {
-		http.NotFound(w, r)
-		return
-	}
-	_, _ = w.Write([]byte(body))
 }
 
 // IsolateEnv keeps the AWS SDK in a test from finding anything of the
