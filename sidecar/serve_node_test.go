@@ -5,10 +5,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/http/httptrace"
 	"os"
 	"path/filepath"
@@ -68,23 +66,11 @@ func TestServeNodeMetadataLate(t *testing.T) {
 	t.Setenv("AWS_ACCESS_KEY_ID", fakeaws.UserAccessKeyID)
 	t.Setenv("AWS_SECRET_ACCESS_KEY", fakeaws.UserSecretAccessKey)
 	node := fakeaws.NewNodeIMDS(t, "eu-west-1", "eu-west-1b")
-	var healthy atomic.Bool
-	var failed atomic.Int32
-	gate := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !healthy.Load() {
-			if r.URL.Path == "/latest/api/token" {
-				failed.Add(1)
-			}
-			http.Error(w, "throttled", http.StatusServiceUnavailable)
-			return
-		}
-		node.Config.Handler.ServeHTTP(w, r)
-	}))
-	defer gate.Close()
+	node.Fail(http.StatusServiceUnavailable, -1) // until it heals below
 	sts := fakeaws.NewSTS(t, nil)
 	opts := defaultServeOptions()
 	opts.nodeRetry.Backoff = nodemeta.Backoff{Initial: time.Millisecond, Max: 20 * time.Millisecond}
-	r := startServeWith(t, opts, "--role-arn="+testRole, "--sts-endpoint="+sts.URL, "--node-metadata-endpoint="+gate.URL,
+	r := startServeWith(t, opts, "--role-arn="+testRole, "--sts-endpoint="+sts.URL, "--node-metadata-endpoint="+node.URL,
 		"--region=us-east-1", "--availability-zone=us-east-1a", "--check-node-imds=false")
 	waitFor(t, "started", func() bool { code, _, _ := call(t, "GET", r.health+contract.PathStarted, nil); return code == 200 })
 	base := r.imds[0]
@@ -95,11 +81,12 @@ func TestServeNodeMetadataLate(t *testing.T) {
 	if _, doc, _ := call(t, "GET", base+"/latest/dynamic/instance-identity/document", nil); !strings.Contains(doc, `"us-east-1"`) {
 		t.Fatalf("identity document while the node fails: %q", doc)
 	}
-	waitFor(t, "background retries", func() bool { return failed.Load() >= 5 })
+	// Each failed attempt ends at its token PUT.
+	waitFor(t, "background retries", func() bool { return node.Count("PUT /latest/api/token") >= 5 })
 	if n := r.logs.count(lateMsg); n != 0 {
 		t.Fatalf("success logged while failing")
 	}
-	healthy.Store(true)
+	node.Fail(0, 0)
 	waitFor(t, "the node's region", func() bool {
 		_, got, _ := call(t, "GET", base+"/latest/meta-data/placement/region", nil)
 		return got == "eu-west-1"
@@ -124,22 +111,16 @@ func TestServeNodeMetadataLate(t *testing.T) {
 	}
 }
 
-// nodeIMDSStandIn answers an app's IMDSv1 GET and/or IMDSv2 token PUT.
-func nodeIMDSStandIn(t *testing.T, v1, v2 bool) string {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case r.Method == http.MethodPut && r.URL.Path == "/latest/api/token" && v2:
-			io.WriteString(w, "AQAEAnodeTokenEXAMPLE==")
-		case r.Method == http.MethodPut:
-			w.WriteHeader(http.StatusForbidden)
-		case r.URL.Path == "/latest/meta-data/" && v1 && r.Header.Get("X-Aws-Ec2-Metadata-Token") == "":
-			io.WriteString(w, "ami-id\niam/\nplacement/\n")
-		default:
-			w.WriteHeader(http.StatusUnauthorized)
-		}
-	}))
-	t.Cleanup(srv.Close)
-	return srv.URL
+// reachableNode is a node IMDS that apps in the pod reach with IMDSv1
+// (HttpTokens optional) and/or IMDSv2 (hop limit 2; with 1 the token's
+// answer never arrives, which a refused token PUT stands in for).
+func reachableNode(t *testing.T, v1, v2 bool) string {
+	n := fakeaws.NewNodeIMDS(t, "eu-west-1", "eu-west-1b")
+	n.AllowV1 = v1
+	if !v2 {
+		n.TokenStatus = http.StatusForbidden
+	}
+	return n.URL
 }
 
 func metricLine(t *testing.T, r *running, version string) string {
@@ -169,11 +150,11 @@ func TestServeNodeIMDSCheck(t *testing.T) {
 		node     bool
 		v1, v2   bool
 	}{
-		{"v1 only", nodeIMDSStandIn(t, true, false), false, true, false},
-		{"v2 only", nodeIMDSStandIn(t, false, true), false, false, true},
-		{"both", nodeIMDSStandIn(t, true, true), false, true, true},
-		{"both, node source", nodeIMDSStandIn(t, true, true), true, true, true},
-		{"none", nodeIMDSStandIn(t, false, false), false, false, false},
+		{"v1 only", reachableNode(t, true, false), false, true, false},
+		{"v2 only", reachableNode(t, false, true), false, false, true},
+		{"both", reachableNode(t, true, true), false, true, true},
+		{"both, node source", reachableNode(t, true, true), true, true, true},
+		{"none", reachableNode(t, false, false), false, false, false},
 		{"nothing listens", closed, false, false, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
