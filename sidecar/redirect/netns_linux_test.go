@@ -95,14 +95,15 @@ var (
 // bins are the programs the test runs, in a directory every test UID can read.
 type bins struct {
 	sidecar, helper, stsDouble string
-	stsConfig, nodeCreds       string // the double's config; the node role's credentials document
+	stsConfig, nodeCreds       string // the double's config; the node role's key, for the node's IMDS
 	nodeKeyID                  string
 	token                      string // a projected service-account token the double trusts for role/app
 }
 
 // build builds podrole-sidecar (or takes PODROLE_SIDECAR_BIN), the helper
-// and the STS double, and writes the node role's credentials document from
-// the double's test config, so the double accepts what the agent signs.
+// and the STS double, and writes the node role's key from the double's test
+// config for the helper's node IMDS, so the double accepts what the agent
+// signs.
 func build(t *testing.T) bins {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "podrole-netns-bin-")
@@ -150,11 +151,7 @@ func build(t *testing.T) bins {
 	}
 	for _, k := range cfg.Keys {
 		if strings.Contains(k.ARN, ":assumed-role/node-role/") {
-			doc, _ := json.Marshal(map[string]string{
-				"Code": "Success", "Type": "AWS-HMAC", "LastUpdated": time.Now().UTC().Format(time.RFC3339),
-				"AccessKeyId": k.AccessKeyID, "SecretAccessKey": k.SecretAccessKey, "Token": k.SessionToken,
-				"Expiration": time.Now().Add(6 * time.Hour).UTC().Format(time.RFC3339),
-			})
+			doc, _ := json.Marshal(map[string]string{"AccessKeyId": k.AccessKeyID, "SecretAccessKey": k.SecretAccessKey, "Token": k.SessionToken})
 			b.nodeKeyID, b.nodeCreds = k.AccessKeyID, filepath.Join(dir, "node-creds.json")
 			if err := os.WriteFile(b.nodeCreds, doc, 0o600); err != nil {
 				t.Fatal(err)

@@ -45,7 +45,7 @@ const (
 // profile). An empty item is not served (404): a node without an instance
 // profile, say. Fail and Block change the behaviour while it serves.
 type NodeIMDS struct {
-	*httptest.Server // set by NewNodeIMDS; nil for a NodeIMDS served otherwise
+	*httptest.Server // set by NewNodeIMDS; nil for a NewNode served otherwise
 
 	Region, AvailabilityZone string
 	Document                 string // the instance identity document (JSON)
@@ -82,14 +82,20 @@ type NodeRequest struct {
 // first request for another node.
 func NewNodeIMDS(t testing.TB, region, az string) *NodeIMDS {
 	t.Helper()
-	n := &NodeIMDS{
+	n := NewNode(region, az)
+	n.Server = httptest.NewServer(n)
+	t.Cleanup(n.Close)
+	return n
+}
+
+// NewNode is the node of NewNodeIMDS, not serving yet: for a process that
+// serves it on listeners of its own (the real-namespace test's helper).
+func NewNode(region, az string) *NodeIMDS {
+	return &NodeIMDS{
 		Region: region, AvailabilityZone: az,
 		Document: fmt.Sprintf(`{"accountId":"999988887777","availabilityZone":%q,"instanceId":"i-0fakenode","region":%q,"version":"2017-09-30"}`, az, region),
 		Role:     NodeRole, AccessKeyID: NodeAccessKeyID, SecretAccessKey: NodeSecretAccessKey, SessionToken: NodeSessionToken,
 	}
-	n.Server = httptest.NewServer(n)
-	t.Cleanup(n.Close)
-	return n
 }
 
 // Fail answers the next times requests with status and IMDS's error page

@@ -10,9 +10,12 @@
 //	netnshelper setmark 0x504f4452
 //	netnshelper open /proc/1234/environ
 //
-// With -node-creds, serve also answers like a node's IMDS (IMDSv2 token,
-// instance-profile credentials, placement), so the real agent can take its
-// base credentials from it. Secret keys and tokens are never printed.
+// With -node-creds, serve also answers like a node's IMDS on the paths of
+// the token, the instance profile, placement and the identity document, so
+// the real agent can take its base credentials from it: fakeaws.NodeIMDS,
+// the Go tests' one node IMDS stand-in, with the node role's key from the
+// file. Every other path answers with the marker. Secret keys and tokens are
+// never printed.
 //
 // -mark puts a socket mark (SO_MARK) on the client's socket, as the agent
 // does; a process without CAP_NET_RAW or CAP_NET_ADMIN fails with
@@ -35,6 +38,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/podrole/podrole/sidecar/internal/fakeaws"
 )
 
 // clientTimeout is far above a local reject and a loopback answer, so a
@@ -116,7 +121,7 @@ func serve(args []string) error {
 	marker := fs.String("marker", "", "text every answer starts with")
 	tcp := fs.String("tcp", "", "comma-separated HTTP listen addresses")
 	udpAddrs := fs.String("udp", "", "comma-separated UDP echo addresses")
-	nodeCreds := fs.String("node-creds", "", "JSON credentials document to serve as the node role's")
+	nodeCreds := fs.String("node-creds", "", "JSON file with the node role's AccessKeyId, SecretAccessKey and Token")
 	nodeRole := fs.String("node-role", "node-role", "the node role's name")
 	_ = fs.Parse(args)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
@@ -126,39 +131,19 @@ func serve(args []string) error {
 		fmt.Fprintf(w, "%s uid=%d path=%s", *marker, os.Getuid(), r.URL.Path)
 	})
 	if *nodeCreds != "" {
-		doc, err := os.ReadFile(*nodeCreds)
+		raw, err := os.ReadFile(*nodeCreds)
 		if err != nil {
-			return err
+			return fmt.Errorf("read the node role's key: %w", err)
 		}
-		const token = "node-imds-test-token"
-		authorized := func(w http.ResponseWriter, r *http.Request) bool {
-			if r.Header.Get("X-Aws-Ec2-Metadata-Token") != token {
-				http.Error(w, "", http.StatusUnauthorized)
-				return false
-			}
-			return true
+		var key struct{ AccessKeyId, SecretAccessKey, Token string }
+		if err := json.Unmarshal(raw, &key); err != nil {
+			return fmt.Errorf("%s: %w", *nodeCreds, err)
 		}
-		mux.HandleFunc("PUT /latest/api/token", func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("X-Aws-Ec2-Metadata-Token-Ttl-Seconds", r.Header.Get("X-Aws-Ec2-Metadata-Token-Ttl-Seconds"))
-			io.WriteString(w, token)
-		})
-		mux.HandleFunc("GET /latest/meta-data/iam/security-credentials/{role...}", func(w http.ResponseWriter, r *http.Request) {
-			switch role := r.PathValue("role"); {
-			case !authorized(w, r):
-			case role == "":
-				io.WriteString(w, *nodeRole)
-			case role == *nodeRole:
-				w.Write(doc)
-			default:
-				http.NotFound(w, r)
-			}
-		})
-		for path, v := range map[string]string{"placement/region": "us-east-1", "placement/availability-zone": "us-east-1a"} {
-			mux.HandleFunc("GET /latest/meta-data/"+path, func(w http.ResponseWriter, r *http.Request) {
-				if authorized(w, r) {
-					io.WriteString(w, v)
-				}
-			})
+		node := fakeaws.NewNode("us-east-1", "us-east-1a")
+		node.Role, node.AccessKeyID, node.SecretAccessKey, node.SessionToken = *nodeRole, key.AccessKeyId, key.SecretAccessKey, key.Token
+		for _, p := range []string{"PUT /latest/api/token", "GET /latest/meta-data/iam/security-credentials/",
+			"GET /latest/meta-data/placement/", "GET /latest/dynamic/instance-identity/document"} {
+			mux.Handle(p, node)
 		}
 	}
 	h := mux
