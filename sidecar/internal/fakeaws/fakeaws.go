@@ -4,8 +4,9 @@
 // check the exact fields the sidecar sent.
 //
 // There are exactly two stand-ins for the node's IMDS in this repository,
-// each where it serves best. NodeIMDS is the one in Go tests: it answers as
-// real IMDS does (docs/imds-clients.md) and injects failures on demand
+// each where it serves best. NodeIMDS is the one in Go tests (and, through
+// NewNode, the node of sidecar/redirect's real-namespace test): it answers
+// as real IMDS does (docs/imds-clients.md) and injects failures on demand
 // (IMDSv2 required or IMDSv1 allowed, token PUTs refused, requests failed or
 // held, items missing), which unit tests need and which a third-party mock
 // cannot do. amazon-ec2-metadata-mock, AWS's own mock, is the node's IMDS of
