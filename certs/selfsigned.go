@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -389,67 +388,54 @@ func (s *SelfSigned) managesConfigs() bool {
 // replicas doing the same.
 func (s *SelfSigned) editBundles(ctx context.Context, edit func([]byte) []byte) error {
 	if s.WebhookConfigName != "" {
-		mwcs := s.mutatingConfigs()
-		err := editConfig(ctx, s.Logger, "mutatingwebhookconfiguration", s.WebhookConfigName, mwcs.Get, mwcs.Update,
-			func(c *admissionregistrationv1.MutatingWebhookConfiguration) []*[]byte {
-				out := make([]*[]byte, len(c.Webhooks))
-				for i := range c.Webhooks {
-					out[i] = &c.Webhooks[i].ClientConfig.CABundle
-				}
-				return out
-			}, edit)
-		if err != nil {
+		if err := editConfig(ctx, s.Logger, s.mutatingConfigs(), s.WebhookConfigName, edit); err != nil {
 			return err
 		}
 	}
 	if s.ValidatingWebhookConfigName != "" {
-		vwcs := s.validatingConfigs()
-		return editConfig(ctx, s.Logger, "validatingwebhookconfiguration", s.ValidatingWebhookConfigName, vwcs.Get, vwcs.Update,
-			func(c *admissionregistrationv1.ValidatingWebhookConfiguration) []*[]byte {
-				out := make([]*[]byte, len(c.Webhooks))
-				for i := range c.Webhooks {
-					out[i] = &c.Webhooks[i].ClientConfig.CABundle
-				}
-				return out
-			}, edit)
+		return editConfig(ctx, s.Logger, s.validatingConfigs(), s.ValidatingWebhookConfigName, edit)
 	}
 	return nil
 }
 
-// editConfig applies edit to every caBundle (bundles) of the webhook
-// configuration kind/name, read with get and written with update.
-func editConfig[T any](ctx context.Context, log *slog.Logger, kind, name string,
-	get func(context.Context, string, metav1.GetOptions) (T, error),
-	update func(context.Context, T, metav1.UpdateOptions) (T, error),
-	bundles func(T) []*[]byte, edit func([]byte) []byte) error {
+// editConfig applies edit to every webhook's caBundle of the webhook
+// configuration name.
+func editConfig(ctx context.Context, log *slog.Logger, c webhookConfigs, name string, edit func([]byte) []byte) error {
 	err := retry.RetryOnConflict(retry.DefaultBackoff, func() error {
-		c, err := get(ctx, name, metav1.GetOptions{})
+		u, err := c.ri.Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
-			return fmt.Errorf("get %s %q to set its caBundle: %w", kind, name, err)
+			return fmt.Errorf("get %s %q to set its caBundle: %w", c.kind, name, err)
 		}
-		bs := bundles(c)
+		bs, err := caBundles(u)
+		if err != nil {
+			return fmt.Errorf("%s %q: %w", c.kind, name, err)
+		}
 		changed := false
-		for _, b := range bs {
-			if next := edit(*b); !bytes.Equal(*b, next) {
-				*b = next
+		for i, b := range bs {
+			if next := edit(b); !bytes.Equal(b, next) {
+				bs[i] = next
 				changed = true
 			}
 		}
 		if !changed {
 			return nil
 		}
-		if _, err := update(ctx, c, metav1.UpdateOptions{}); err != nil {
+		if err := setCABundles(u, bs); err != nil {
+			return fmt.Errorf("%s %q: %w", c.kind, name, err)
+		}
+		// Unwrapped: RetryOnConflict retries a conflict.
+		if _, err := c.ri.Update(ctx, u, metav1.UpdateOptions{}); err != nil {
 			return err
 		}
 		cas := 0
 		if len(bs) > 0 {
-			cas = len(parseBundle(*bs[0]))
+			cas = len(parseBundle(bs[0]))
 		}
-		log.Info("caBundle updated", kind, name, "cas", cas)
+		log.Info("caBundle updated", c.kind, name, "cas", cas)
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("update caBundle of %s %q: %w", kind, name, err)
+		return fmt.Errorf("update caBundle of %s %q: %w", c.kind, name, err)
 	}
 	return nil
 }

@@ -58,11 +58,15 @@ func (c fakeCluster) secrets() typed[corev1.Secret] {
 }
 
 func (c fakeCluster) mutatingConfigs() typed[admissionregistrationv1.MutatingWebhookConfiguration] {
-	return (&SelfSigned{Client: c}).mutatingConfigs()
+	gv := admissionregistrationv1.SchemeGroupVersion
+	return typed[admissionregistrationv1.MutatingWebhookConfiguration]{
+		ri: c.Resource(gv.WithResource("mutatingwebhookconfigurations")), gvk: gv.WithKind("MutatingWebhookConfiguration")}
 }
 
 func (c fakeCluster) validatingConfigs() typed[admissionregistrationv1.ValidatingWebhookConfiguration] {
-	return (&SelfSigned{Client: c}).validatingConfigs()
+	gv := admissionregistrationv1.SchemeGroupVersion
+	return typed[admissionregistrationv1.ValidatingWebhookConfiguration]{
+		ri: c.Resource(gv.WithResource("validatingwebhookconfigurations")), gvk: gv.WithKind("ValidatingWebhookConfiguration")}
 }
 
 func (c fakeCluster) deleteSecret(ctx context.Context, name string) error {
