@@ -1,6 +1,8 @@
 # podrole — every entry point a user or CI needs. See README.md.
 SHELL := /bin/bash
 export GOFLAGS := -buildvcs=false
+# The Go release go.mod's toolchain line names (a security release; see scripts/toolchain.sh).
+export GOTOOLCHAIN ?= $(shell awk '$$1 == "toolchain" { print $$2 }' go.mod)
 # Built tools and Kubernetes binaries are kept here between runs.
 export PODROLE_CACHE ?= $(HOME)/.cache/podrole
 # The local cluster's state (PKI, logs, kubeconfig).
@@ -9,7 +11,7 @@ export KUBE_VERSION ?= v1.37.2
 
 GO_BUILD := CGO_ENABLED=0 go build -trimpath -ldflags "-s -w"
 
-.PHONY: all help build tools deps kube unit test e2e demo cluster-up cluster-down images bench fuzz clean
+.PHONY: all help lint build tools deps kube unit test e2e demo cluster-up cluster-down images bench fuzz clean
 
 all: build
 
@@ -70,6 +72,10 @@ bench:
 fuzz:
 	scripts/fuzz.sh
 
-## tools: third-party test tools (amazon-ec2-metadata-mock) into $(PODROLE_CACHE)/bin
+## lint: golangci-lint (.golangci.yml) and govulncheck against the offline vulnerability database
+lint:
+	scripts/lint.sh
+
+## tools: third-party test tools (amazon-ec2-metadata-mock, helm, golangci-lint, govulncheck and its database) into $(PODROLE_CACHE)
 tools:
 	scripts/build-tools.sh

@@ -1,6 +1,7 @@
 // Package e2e is the end-to-end suite: it drives a real local cluster
-// (make cluster-up) with podrole installed like a user would (kubectl apply
-// -k e2e/manifests), from the outside — kubectl, the apiserver and the AWS
+// (make cluster-up) with podrole installed like a user would (helm install
+// of charts/podrole with e2e/values.yaml; PODROLE_E2E_OVERLAY installs a
+// kustomization with kubectl apply -k instead), from the outside — kubectl, the apiserver and the AWS
 // stand-ins — and imports no product code. The tests are behind the build
 // tag e2e:
 //
