@@ -8,6 +8,8 @@
 #   PODROLE_BENCH_SIDECAR_ENV  one VAR=value for the sidecar under test (e.g. GOGC=50)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/toolchain.sh
+source scripts/toolchain.sh
 export PODROLE_CACHE=${PODROLE_CACHE:-$HOME/.cache/podrole}
 export PODROLE_WORK=${PODROLE_WORK:-/var/tmp/podrole-cluster}
 dur=${PODROLE_BENCH_DURATION:-5s}

@@ -7,6 +7,10 @@
 # twin. A stamp file records what was built; a second run is a no-op.
 # See docs/local-cluster.md §2 for the measurements behind this.
 set -euo pipefail
+# Kubernetes is test infrastructure, not the product: it is built with the machine's own Go
+# setting (its go.mod decides what it needs), not podrole's toolchain, so a change of podrole's
+# toolchain never rebuilds it.
+unset GOTOOLCHAIN
 
 KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
 CACHE=${PODROLE_CACHE:-$HOME/.cache/podrole}

@@ -5,6 +5,8 @@
 # regression case in every `go test`.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
+# shellcheck source=scripts/toolchain.sh
+source scripts/toolchain.sh
 t=${FUZZTIME:-30s}
 crashers=0
 while IFS=: read -r file target; do

@@ -10,6 +10,8 @@
 # the earlier result); the script exits non-zero if anything failed.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
+# shellcheck source=scripts/toolchain.sh
+source scripts/toolchain.sh
 export PODROLE_CACHE=${PODROLE_CACHE:-$HOME/.cache/podrole}
 export PODROLE_WORK=${PODROLE_WORK:-/var/tmp/podrole-cluster}
 export PODROLE_STRICT=1

@@ -8,6 +8,9 @@
 export PODROLE_CACHE PODROLE_WORK KUBE_VERSION
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# Build with the Go release go.mod names, as make does.
+# shellcheck source=scripts/toolchain.sh
+source "$ROOT/scripts/toolchain.sh"
 WORK=$PODROLE_WORK
 KBIN=${PODROLE_KUBE_BIN:-$PODROLE_CACHE/bin}
 PKI=$WORK/pki
