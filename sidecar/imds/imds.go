@@ -13,10 +13,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/podrole/podrole/sidecar/creds"
@@ -105,6 +107,9 @@ type Handler struct {
 	info    instanceProfile
 	started time.Time
 	log     *slog.Logger
+	// doc is the credentials document last served, rendered once per set
+	// of credentials rather than once per request (see document).
+	doc atomic.Pointer[renderedCredentials]
 }
 
 type instanceProfile struct{ arn, id string }
@@ -169,48 +174,47 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !known {
 		route = RouteOther
 	}
-	sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
-	w = sw
-	defer func() {
-		if h.cfg.Metrics != nil {
-			h.cfg.Metrics.Request(route, sw.code)
-		}
-	}()
-	w.Header().Set("Server", "EC2ws")
+	w.Header()["Server"] = []string{"EC2ws"}
+	code := h.serve(w, r, route, known)
+	if h.cfg.Metrics != nil {
+		h.cfg.Metrics.Request(route, code)
+	}
+}
 
+// serve answers r and returns the status code it wrote (for the metrics;
+// returned rather than observed through a wrapping ResponseWriter, which
+// cost an allocation per request).
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, route string, known bool) int {
 	if route == RouteToken {
-		h.token(w, r)
-		return
+		return h.token(w, r)
 	}
 	if !h.authorized(r) {
-		writeError(w, http.StatusUnauthorized)
-		return
+		return writeError(w, http.StatusUnauthorized)
 	}
 	if !known {
-		writeError(w, http.StatusNotFound)
-		return
+		return writeError(w, http.StatusNotFound)
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
 		w.Header().Set("Allow", "GET, HEAD")
-		writeError(w, http.StatusMethodNotAllowed)
-		return
+		return writeError(w, http.StatusMethodNotAllowed)
 	}
 	switch route {
 	case RouteCredentialsList, RouteCredentialsExtList:
-		writeText(w, h.role) // exactly one name, no newline: clients take it whole
+		return writeText(w, h.role) // exactly one name, no newline: clients take it whole
 	case RouteCredentials:
-		h.credentials(w, r, false)
+		return h.credentials(w, r, false)
 	case RouteCredentialsExt:
-		h.credentials(w, r, true)
+		return h.credentials(w, r, true)
 	case RouteInfo:
-		h.instanceInfo(w, r)
+		return h.instanceInfo(w, r)
 	case RouteRegion:
-		writeTextOr404(w, h.placement().Region)
+		return writeTextOr404(w, h.placement().Region)
 	case RouteAvailabilityZone:
-		writeTextOr404(w, h.placement().AvailabilityZone)
+		return writeTextOr404(w, h.placement().AvailabilityZone)
 	case RouteIdentityDocument:
-		writeTextOr404(w, string(h.placement().IdentityDocument))
+		return writeTextOr404(w, string(h.placement().IdentityDocument))
 	}
+	return writeError(w, http.StatusNotFound) // a route without an answer: none today
 }
 
 func (h *Handler) placement() Placement {
@@ -230,46 +234,41 @@ func (h *Handler) authorized(r *http.Request) bool {
 	return len(vals) == 1 && h.cfg.Tokens.Valid(vals[0])
 }
 
-func (h *Handler) token(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) token(w http.ResponseWriter, r *http.Request) int {
 	if r.Method != http.MethodPut {
 		w.Header().Set("Allow", http.MethodPut)
-		writeError(w, http.StatusMethodNotAllowed)
-		return
+		return writeError(w, http.StatusMethodNotAllowed)
 	}
 	// Real IMDS refuses token requests that went through a proxy: it is what
 	// keeps an SSRF-able proxy in the pod from minting tokens.
 	if len(r.Header.Values("X-Forwarded-For")) > 0 {
-		writeError(w, http.StatusForbidden)
-		return
+		return writeError(w, http.StatusForbidden)
 	}
 	ttlVals := r.Header.Values(HeaderTokenTTL)
 	if len(ttlVals) != 1 {
-		writeError(w, http.StatusBadRequest)
-		return
+		return writeError(w, http.StatusBadRequest)
 	}
 	secs, err := strconv.Atoi(ttlVals[0])
 	if err != nil || ttlVals[0] != strconv.Itoa(secs) {
-		writeError(w, http.StatusBadRequest)
-		return
+		return writeError(w, http.StatusBadRequest)
 	}
 	ttl := time.Duration(secs) * time.Second
 	if ttl < MinTokenTTL || ttl > MaxTokenTTL {
-		writeError(w, http.StatusBadRequest)
-		return
+		return writeError(w, http.StatusBadRequest)
 	}
 	tok, err := h.cfg.Tokens.Issue(ttl)
 	if err != nil {
 		h.log.Error("issuing an IMDSv2 token failed", "err", err)
-		writeError(w, http.StatusInternalServerError)
-		return
+		return writeError(w, http.StatusInternalServerError)
 	}
 	if h.cfg.Metrics != nil {
 		h.cfg.Metrics.TokenIssued()
 	}
 	// Go v2 caches the token for the TTL stated here, and without the header
-	// silently falls back to IMDSv1.
-	w.Header().Set(HeaderTokenTTL, strconv.Itoa(secs))
-	writeText(w, tok)
+	// silently falls back to IMDSv1. The request's value is the canonical
+	// spelling of secs (checked above).
+	w.Header()[HeaderTokenTTL] = ttlVals
+	return writeText(w, tok)
 }
 
 // credentialsDoc is the document of real IMDS, fields in its order.
@@ -284,11 +283,35 @@ type credentialsDoc struct {
 	AccountID       string `json:"AccountId,omitempty"` // -extended only
 }
 
-func (h *Handler) credentials(w http.ResponseWriter, r *http.Request, extended bool) {
+func (h *Handler) credentials(w http.ResponseWriter, r *http.Request, extended bool) int {
 	c, err := h.cfg.Credentials.Credentials(r.Context())
 	if err != nil {
-		h.unavailable(w, err)
-		return
+		return h.unavailable(w, err)
+	}
+	doc, err := h.document(c)
+	if err != nil { // cannot happen for these flat string structs
+		return writeError(w, http.StatusInternalServerError)
+	}
+	if extended {
+		return writeText(w, doc.extended)
+	}
+	return writeText(w, doc.plain)
+}
+
+// renderedCredentials are the two credentials documents of one set of
+// credentials.
+type renderedCredentials struct {
+	from            creds.Credentials
+	plain, extended string
+}
+
+// document returns c's documents, rendered when c differs from the
+// credentials last rendered: an agent serves the same credentials for most
+// of an hour, and rendering them for each request (JSON with reflection,
+// two timestamps) was most of what the credentials request allocated.
+func (h *Handler) document(c creds.Credentials) (*renderedCredentials, error) {
+	if d := h.doc.Load(); d != nil && sameDocument(d.from, c) {
+		return d, nil
 	}
 	doc := credentialsDoc{
 		Code:            credentialsCodeOK,
@@ -299,10 +322,27 @@ func (h *Handler) credentials(w http.ResponseWriter, r *http.Request, extended b
 		Token:           c.SessionToken,
 		Expiration:      c.Expiration.UTC().Format(timeFormat),
 	}
-	if extended {
-		doc.AccountID = c.AccountID
+	plain, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return nil, err
 	}
-	writeJSON(w, doc)
+	doc.AccountID = c.AccountID
+	extended, err := json.MarshalIndent(doc, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	d := &renderedCredentials{from: c, plain: string(plain), extended: string(extended)}
+	// Concurrent renderings of new credentials store equal documents: any
+	// one of them may stay.
+	h.doc.Store(d)
+	return d, nil
+}
+
+// sameDocument reports whether a and b render the same documents: every
+// field the documents show, times to the second as formatted.
+func sameDocument(a, b creds.Credentials) bool {
+	return a.AccessKeyID == b.AccessKeyID && a.SecretAccessKey == b.SecretAccessKey && a.SessionToken == b.SessionToken &&
+		a.AccountID == b.AccountID && a.Expiration.Equal(b.Expiration) && a.LastUpdated.Equal(b.LastUpdated)
 }
 
 // unavailable answers 503 when no credentials may be served. Why 503: the Go
@@ -312,10 +352,10 @@ func (h *Handler) credentials(w http.ResponseWriter, r *http.Request, extended b
 // role does not exist, and a 200 with a failure Code would break botocore and
 // JS v3 in less obvious ways. The body is the generic error page: the
 // reason (never a secret) is in the sidecar's log.
-func (h *Handler) unavailable(w http.ResponseWriter, err error) {
+func (h *Handler) unavailable(w http.ResponseWriter, err error) int {
 	h.log.Debug("no role credentials to serve", "err", err)
 	w.Header().Set("Retry-After", "1")
-	writeError(w, http.StatusServiceUnavailable)
+	return writeError(w, http.StatusServiceUnavailable)
 }
 
 type infoDoc struct {
@@ -325,12 +365,12 @@ type infoDoc struct {
 	InstanceProfileID  string `json:"InstanceProfileId"`
 }
 
-func (h *Handler) instanceInfo(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) instanceInfo(w http.ResponseWriter, r *http.Request) int {
 	updated := h.started
 	if c, err := h.cfg.Credentials.Credentials(r.Context()); err == nil {
 		updated = c.LastUpdated
 	}
-	writeJSON(w, infoDoc{
+	return writeJSON(w, infoDoc{
 		Code:               credentialsCodeOK,
 		LastUpdated:        updated.UTC().Format(timeFormat),
 		InstanceProfileArn: h.info.arn,
@@ -338,41 +378,31 @@ func (h *Handler) instanceInfo(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-type statusWriter struct {
-	http.ResponseWriter
-	code int
+func writeText(w http.ResponseWriter, s string) int {
+	h := w.Header()
+	h["Content-Type"] = []string{contentTypeText}
+	h["Content-Length"] = []string{strconv.Itoa(len(s))}
+	_, _ = io.WriteString(w, s) // no copy: net/http's writer takes strings
+	return http.StatusOK
 }
 
-func (s *statusWriter) WriteHeader(code int) {
-	s.code = code
-	s.ResponseWriter.WriteHeader(code)
-}
-
-func writeText(w http.ResponseWriter, s string) {
-	w.Header().Set("Content-Type", contentTypeText)
-	w.Header().Set("Content-Length", strconv.Itoa(len(s)))
-	_, _ = w.Write([]byte(s))
-}
-
-func writeTextOr404(w http.ResponseWriter, s string) {
+func writeTextOr404(w http.ResponseWriter, s string) int {
 	if s == "" {
-		writeError(w, http.StatusNotFound)
-		return
+		return writeError(w, http.StatusNotFound)
 	}
-	writeText(w, s)
+	return writeText(w, s)
 }
 
-func writeJSON(w http.ResponseWriter, v any) {
+func writeJSON(w http.ResponseWriter, v any) int {
 	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil { // cannot happen for these flat string structs
-		writeError(w, http.StatusInternalServerError)
-		return
+		return writeError(w, http.StatusInternalServerError)
 	}
-	writeText(w, string(b))
+	return writeText(w, string(b))
 }
 
 // writeError answers with the error page real IMDS uses.
-func writeError(w http.ResponseWriter, code int) {
+func writeError(w http.ResponseWriter, code int) int {
 	title := fmt.Sprintf("%d - %s", code, http.StatusText(code))
 	body := `<?xml version="1.0" encoding="iso-8859-1"?>
 <!DOCTYPE html PUBLIC "-//W3C//DTD XHTML 1.0 Transitional//EN"
@@ -389,5 +419,6 @@ func writeError(w http.ResponseWriter, code int) {
 	w.Header().Set("Content-Type", contentTypeHTML)
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(code)
-	_, _ = w.Write([]byte(body))
+	_, _ = io.WriteString(w, body)
+	return code
 }

@@ -504,3 +504,70 @@ func FuzzAllowList(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkServeHTTP is the handler alone (no connection, no parser) for
+// each request of an SDK's credential sequence: what the agent allocates
+// per request on top of net/http's own. Allocations set how often the GC
+// runs at a given GOGC, and so what a lower GC target costs (README
+// "Performance").
+func BenchmarkServeHTTP(b *testing.B) {
+	cache := creds.New(warmSource{}, creds.Options{})
+	if _, err := cache.Credentials(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	tk := newTokens(b, nil)
+	h, err := New(Config{RoleARN: testRoleARN, Credentials: cache, Tokens: tk, Metrics: nopMetrics{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tok, err := tk.Issue(MaxTokenTTL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, method, path string
+		header             map[string]string
+	}{
+		{"token", http.MethodPut, PathToken, map[string]string{HeaderTokenTTL: "21600"}},
+		{"listing", http.MethodGet, PathCredentials + "/", map[string]string{HeaderToken: tok}},
+		{"credentials", http.MethodGet, credsPath, map[string]string{HeaderToken: tok}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			req := httptest.NewRequest(tc.method, tc.path, nil)
+			for k, v := range tc.header {
+				req.Header.Set(k, v)
+			}
+			w := &discardWriter{header: http.Header{}}
+			b.ReportAllocs()
+			for b.Loop() {
+				clear(w.header)
+				w.code = 0
+				h.ServeHTTP(w, req)
+				if w.code != http.StatusOK {
+					b.Fatalf("%s %s: %d", tc.method, tc.path, w.code)
+				}
+			}
+		})
+	}
+}
+
+type nopMetrics struct{}
+
+func (nopMetrics) Request(string, int) {}
+func (nopMetrics) TokenIssued()        {}
+
+// discardWriter is a ResponseWriter that keeps the status and headers and
+// throws the body away.
+type discardWriter struct {
+	header http.Header
+	code   int
+}
+
+func (d *discardWriter) Header() http.Header         { return d.header }
+func (d *discardWriter) Write(b []byte) (int, error) { d.setCode(); return len(b), nil }
+func (d *discardWriter) WriteHeader(code int)        { d.code = code }
+func (d *discardWriter) setCode() {
+	if d.code == 0 {
+		d.code = http.StatusOK
+	}
+}
