@@ -197,7 +197,7 @@ func nft(t *testing.T, script string) error {
 	cmd := exec.CommandContext(ctx, "nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(script)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("nft -f - <<%q: %v: %s", script, err, out)
+		return fmt.Errorf("nft -f - <<%q: %w: %s", script, err, out)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -50,12 +51,12 @@ func bindTCP(network, addr string) (pendingListener, error) {
 			if err != nil {
 				return nil, err
 			}
-			sa6.ZoneId = uint32(ifi.Index)
+			sa6.ZoneId = uint32(ifi.Index) //nolint:gosec // G115: interface indexes are positive 32-bit numbers (the kernel's ifindex is an int)
 		}
 		sa = sa6
 	}
 	fd, err := syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC|syscall.SOCK_NONBLOCK, syscall.IPPROTO_TCP)
-	if err == syscall.EAFNOSUPPORT && ta.IP == nil && network == "tcp" { // every address, on a machine without IPv6
+	if errors.Is(err, syscall.EAFNOSUPPORT) && ta.IP == nil && network == "tcp" { // every address, on a machine without IPv6
 		family, sa = syscall.AF_INET, &syscall.SockaddrInet4{Port: ta.Port}
 		fd, err = syscall.Socket(family, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC|syscall.SOCK_NONBLOCK, syscall.IPPROTO_TCP)
 	}

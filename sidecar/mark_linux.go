@@ -42,7 +42,7 @@ func markedDialControl(mark uint32) (dialControl, error) {
 // setMark sets SO_MARK. The kernel takes the option as a 32-bit int, so
 // marks above 0x7fffffff are passed as their two's complement.
 func setMark(fd int, mark uint32) error {
-	return os.NewSyscallError("setsockopt SO_MARK", syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_MARK, int(int32(mark))))
+	return os.NewSyscallError("setsockopt SO_MARK", syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_MARK, int(int32(mark)))) //nolint:gosec // G115: the two's complement is what the kernel expects (see above)
 }
 
 func probeMark(mark uint32) error {

@@ -128,7 +128,7 @@ func serve(ctx context.Context, cfg contract.ServeConfig, log *slog.Logger, opts
 	defer closeAll(imdsSockets)
 	var healthListener net.Listener
 	if cfg.HealthListen != "" {
-		if healthListener, err = net.Listen("tcp", cfg.HealthListen); err != nil {
+		if healthListener, err = new(net.ListenConfig).Listen(ctx, "tcp", cfg.HealthListen); err != nil {
 			return fmt.Errorf("listen on --health-listen=%s: %w", cfg.HealthListen, err)
 		}
 		defer healthListener.Close()

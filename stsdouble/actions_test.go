@@ -35,7 +35,7 @@ func TestAssumeRoleWithRealSDK(t *testing.T) {
 	if d := cr.Expiration.Sub(before); d < 59*time.Minute || d > 61*time.Minute {
 		t.Errorf("default session lasts %s, want 1h", d)
 	}
-	if out.PackedPolicySize != nil {
+	if out.PackedPolicySize != nil { //nolint:staticcheck // SA1019: real STS still sends it, and the double must too
 		t.Errorf("PackedPolicySize present without a session policy")
 	}
 	issued := f.d.Issued(appRole)
@@ -64,7 +64,7 @@ func TestAssumeRoleWithRealSDK(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out.PackedPolicySize == nil || *out.PackedPolicySize < 1 {
+	if out.PackedPolicySize == nil || *out.PackedPolicySize < 1 { //nolint:staticcheck // SA1019: real STS still sends it, and the double must too
 		t.Errorf("PackedPolicySize missing with a session policy")
 	}
 }

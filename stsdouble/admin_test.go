@@ -81,7 +81,7 @@ func TestOutageLatencyAndAdmin(t *testing.T) {
 		t.Errorf("expire unknown: %d", st)
 	}
 
-	if resp, err := http.Get(f.srv.URL + "/_double/healthz"); err != nil || resp.StatusCode != 200 {
+	if resp, err := http.Get(f.srv.URL + "/_double/healthz"); err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("healthz: %v", err)
 	} else {
 		resp.Body.Close()

@@ -231,13 +231,13 @@ func parsePrincipal(arn string) (principal, error) {
 		p.kind = "root"
 	case strings.HasPrefix(rest, "assumed-role/"):
 		if m[1] != "sts" {
-			return principal{}, fmt.Errorf("%q: assumed-role ARNs are arn:aws:sts::", arn)
+			return principal{}, fmt.Errorf("%q: assumed-role ARNs start with \"arn:aws:sts::\"", arn)
 		}
 		parts := strings.SplitN(strings.TrimPrefix(rest, "assumed-role/"), "/", 2)
 		p.kind, p.name, p.session = "assumed-role", parts[0], parts[1]
 	default:
 		if m[1] != "iam" {
-			return principal{}, fmt.Errorf("%q: user and role ARNs are arn:aws:iam::", arn)
+			return principal{}, fmt.Errorf("%q: user and role ARNs start with \"arn:aws:iam::\"", arn)
 		}
 		kind, path, _ := strings.Cut(rest, "/")
 		p.kind = kind

@@ -113,7 +113,7 @@ func TestWireFormat(t *testing.T) {
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != 200 || !strings.Contains(string(b), "<Arn>arn:aws:iam::111122223333:user/ci</Arn>") {
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), "<Arn>arn:aws:iam::111122223333:user/ci</Arn>") {
 			t.Fatalf("presigned call: %d %s", resp.StatusCode, b)
 		}
 		// Tampering with the signed query breaks the signature.
@@ -123,7 +123,7 @@ func TestWireFormat(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.StatusCode != 403 {
+		if resp.StatusCode != http.StatusForbidden {
 			t.Errorf("tampered presigned URL: status %d, want 403", resp.StatusCode)
 		}
 	})

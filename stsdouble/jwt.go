@@ -93,9 +93,17 @@ func (k jwkJSON) publicKey() (crypto.PublicKey, error) {
 		if err != nil {
 			return nil, fmt.Errorf("y: %w", err)
 		}
-		pub := &ecdsa.PublicKey{Curve: elliptic.P256(), X: x, Y: y}
-		if !pub.Curve.IsOnCurve(x, y) { //nolint:staticcheck // explicit point check for hand-built keys
+		if x.BitLen() > 256 || y.BitLen() > 256 {
 			return nil, fmt.Errorf("point not on P-256")
+		}
+		// The uncompressed SEC 1 encoding, which the parser checks is on the curve.
+		point := make([]byte, 65)
+		point[0] = 4
+		x.FillBytes(point[1:33])
+		y.FillBytes(point[33:])
+		pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), point)
+		if err != nil {
+			return nil, fmt.Errorf("point not on P-256: %w", err)
 		}
 		return pub, nil
 	}
@@ -260,7 +268,7 @@ func splitJWT(tok string) (jwtHeader, jwtClaims, []byte, []byte, error) {
 		return h, c, nil, nil, errors.New("header is not JSON")
 	}
 	if err := json.Unmarshal(cb, &c); err != nil {
-		return h, c, nil, nil, fmt.Errorf("claims are not valid: %v", err)
+		return h, c, nil, nil, fmt.Errorf("claims are not valid: %w", err)
 	}
 	return h, c, []byte(parts[0] + "." + parts[1]), sig, nil
 }

@@ -132,7 +132,7 @@ func TestAssumeRoleSessionTags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out.PackedPolicySize == nil {
+	if out.PackedPolicySize == nil { //nolint:staticcheck // SA1019: real STS still sends it, and the double must too
 		t.Errorf("no PackedPolicySize in the answer to a call with tags")
 	}
 	is := f.d.Issued(appRole)

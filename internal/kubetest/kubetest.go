@@ -255,9 +255,9 @@ func poll(ctx context.Context, exited <-chan struct{}, f func() error) error {
 		}
 		select {
 		case <-exited:
-			return fmt.Errorf("process exited (last: %v)", last)
+			return fmt.Errorf("process exited (last: %w)", last)
 		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %v)", ctx.Err(), last)
+			return fmt.Errorf("%w (last: %w)", ctx.Err(), last)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

@@ -19,7 +19,7 @@ func BenchmarkClientSequence(b *testing.B) {
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != 200 {
+		if resp.StatusCode != http.StatusOK {
 			b.Fatalf("%s %s: %d", req.Method, req.URL.Path, resp.StatusCode)
 		}
 		return string(body)

@@ -341,7 +341,7 @@ func TestChecklist(t *testing.T) {
 			}
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode != 200 {
+			if resp.StatusCode != http.StatusOK {
 				t.Fatalf("request %d: %d", i, resp.StatusCode)
 			}
 		}

@@ -286,7 +286,7 @@ func waitHTTP(u string, done <-chan struct{}, d time.Duration) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return fmt.Errorf("%s not ready after %s: %v", u, d, last)
+	return fmt.Errorf("%s not ready after %s: %w", u, d, last)
 }
 
 // sidecarOpts vary the sidecar's command line.

@@ -118,7 +118,7 @@ func New(src Source, o Options) *Cache {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Rand == nil {
-		o.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+		o.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())) //nolint:gosec // G404: jitter of refresh times, not a secret
 	}
 	return &Cache{
 		src: src, clock: o.Clock, pol: o.Policy, log: o.Logger, metrics: o.Metrics,
@@ -267,7 +267,7 @@ func (c *Cache) finish(cl *call, begin time.Time, cr Credentials, err error) {
 	now := c.clock.Now()
 	if err == nil {
 		if verr := cr.complete(); verr != nil {
-			err = fmt.Errorf("%s returned unusable credentials: %v", api, verr)
+			err = fmt.Errorf("%s returned unusable credentials: %w", api, verr)
 		} else if !cr.Expiration.After(now) {
 			err = fmt.Errorf("%s returned credentials that expired at %s", api, cr.Expiration.UTC().Format(time.RFC3339))
 		}

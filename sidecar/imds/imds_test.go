@@ -406,7 +406,7 @@ func TestConnections(t *testing.T) {
 			t.Fatalf("%s on the kept-alive connection: %v", p, err)
 		}
 		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 || len(body) == 0 {
+		if resp.StatusCode != http.StatusOK || len(body) == 0 {
 			t.Fatalf("%s: %d %q", p, resp.StatusCode, body)
 		}
 	}
@@ -416,7 +416,7 @@ func TestConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != 200 {
+	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("region after abrupt clients: %d", resp.StatusCode)
 	}
 }
@@ -447,7 +447,7 @@ func BenchmarkCredentialSequence(b *testing.B) {
 		}
 		defer resp.Body.Close()
 		body, _ := io.ReadAll(resp.Body)
-		if resp.StatusCode != 200 {
+		if resp.StatusCode != http.StatusOK {
 			b.Fatalf("%s %s: %d", method, url, resp.StatusCode)
 		}
 		return body

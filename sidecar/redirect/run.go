@@ -298,7 +298,7 @@ func chooseBackend(nft, legacy saveResult) (string, error) {
 	case legacy.err == nil:
 		return "legacy", nil
 	}
-	err := fmt.Errorf("%w: iptables-nft-save: %v; iptables-legacy-save: %v", errNoIptables, nft.err, legacy.err)
+	err := fmt.Errorf("%w: iptables-nft-save: %w; iptables-legacy-save: %w", errNoIptables, nft.err, legacy.err)
 	if isPermission(nft.err) || isPermission(legacy.err) {
 		return "", explain(err)
 	}

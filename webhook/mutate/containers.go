@@ -160,7 +160,7 @@ func agentSecurityContext(cfg Config) *corev1.SecurityContext {
 func agentContainer(cfg Config, serve contract.ServeConfig, health int) corev1.Container {
 	probe := func(p string, period, failures int32) *corev1.Probe {
 		return &corev1.Probe{
-			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: p, Port: intstr.FromInt32(int32(health))}},
+			ProbeHandler:     corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: p, Port: intstr.FromInt32(int32(health))}}, //nolint:gosec // G115: a port, validated to 1..65535,
 			PeriodSeconds:    period,
 			TimeoutSeconds:   1,
 			FailureThreshold: failures,
@@ -178,7 +178,7 @@ func agentContainer(cfg Config, serve contract.ServeConfig, health int) corev1.C
 		Command:         []string{contract.Entrypoint},
 		Args:            serve.Args(),
 		Env:             env,
-		Ports:           []corev1.ContainerPort{{Name: "podrole-health", ContainerPort: int32(health), Protocol: corev1.ProtocolTCP}},
+		Ports:           []corev1.ContainerPort{{Name: "podrole-health", ContainerPort: int32(health), Protocol: corev1.ProtocolTCP}}, //nolint:gosec // G115: a port, validated to 1..65535
 		// Started means the first credentials are cached; the kubelet starts the
 		// next container only after this passes. There is deliberately no
 		// readiness probe: a native sidecar's readiness gates the pod's, so an STS

@@ -115,7 +115,7 @@ func checkValidateEphemeral(t *testing.T, old, pod *corev1.Pod, cfg Config, res 
 		stored[c.Name] = true
 	}
 	for _, c := range patched.Spec.EphemeralContainers {
-		if !stored[c.Name] && !dropsNetRaw(c.SecurityContext) && !(cfg.AllowNetRaw && addsNetRaw(c.SecurityContext)) {
+		if !stored[c.Name] && !dropsNetRaw(c.SecurityContext) && (!cfg.AllowNetRaw || !addsNetRaw(c.SecurityContext)) {
 			t.Errorf("patched ephemeral container %q keeps NET_RAW: %+v", c.Name, c.SecurityContext)
 		}
 	}

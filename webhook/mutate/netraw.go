@@ -74,7 +74,7 @@ func needsNetRawDrop(sc *corev1.SecurityContext, cfg Config) bool {
 		return false
 	}
 	_, adds := addedCapability(sc, "NET_RAW")
-	return !(adds && cfg.AllowNetRaw)
+	return !adds || !cfg.AllowNetRaw
 }
 
 // netRawRisk is why NET_RAW is taken away, in every such message.

@@ -302,12 +302,6 @@ func serviceAccountMount(m corev1.VolumeMount, projected map[string]bool) bool {
 	return projected[m.Name]
 }
 
-// pathsOverlap reports whether a is b, or one lies below the other.
-func pathsOverlap(a, b string) bool {
-	a, b = strings.TrimSuffix(path.Clean(a), "/")+"/", strings.TrimSuffix(path.Clean(b), "/")+"/"
-	return strings.HasPrefix(a, b) || strings.HasPrefix(b, a)
-}
-
 func containerNames(cs []corev1.Container) []string {
 	out := make([]string, len(cs))
 	for i, c := range cs {

@@ -272,7 +272,7 @@ func parseAllowedRoles(raw string) allowedList {
 	l.entries = make([]allowedEntry, len(l.raw))
 	for i, e := range l.raw {
 		if err := parseAllowedEntry(e, &l.entries[i]); err != nil {
-			l.err = fmt.Errorf("entry %d %q %v", i+1, e, err)
+			l.err = fmt.Errorf("entry %d %q %w", i+1, e, err)
 			return l
 		}
 		l.names = l.names || !l.entries[i].isARN
@@ -370,7 +370,7 @@ func parsePermitted(expr string) permittedList {
 	re, err := regexp.Compile(`^(?:` + expr + `)$`)
 	if err != nil {
 		// Valid alone, invalid anchored: an unterminated \Q quotes the anchor.
-		return permittedList{err: fmt.Errorf("the expression cannot be anchored (an unterminated \\Q?): %v", err)}
+		return permittedList{err: fmt.Errorf("the expression cannot be anchored (an unterminated \\Q?): %w", err)}
 	}
 	return permittedList{re: re}
 }

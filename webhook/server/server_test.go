@@ -191,7 +191,7 @@ func TestMutateHTTP(t *testing.T) {
 }
 
 func TestReadyz(t *testing.T) {
-	var certErr error = errors.New("no certificate loaded yet")
+	certErr := errors.New("no certificate loaded yet")
 	s, _ := newTestServer(t, Check{Name: "certificate", Ready: func() error { return certErr }})
 	for _, h := range []http.Handler{s.Handler(), s.HealthHandler()} {
 		get := func(path string) (int, string) {
@@ -289,7 +289,7 @@ func BenchmarkMutateTLS(b *testing.B) {
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+		if resp.StatusCode != http.StatusOK || resp.ProtoMajor != 2 {
 			b.Fatalf("%s %s", resp.Status, resp.Proto)
 		}
 	}

@@ -235,7 +235,7 @@ func TestStalledUploads(t *testing.T) {
 	var out admissionv1.AdmissionReview
 	err = json.NewDecoder(resp.Body).Decode(&out)
 	resp.Body.Close()
-	if err != nil || resp.StatusCode != 200 || out.Response == nil || !out.Response.Allowed || len(out.Response.Patch) == 0 || out.Response.UID != "valid" {
+	if err != nil || resp.StatusCode != http.StatusOK || out.Response == nil || !out.Response.Allowed || len(out.Response.Patch) == 0 || out.Response.UID != "valid" {
 		t.Fatalf("valid review: %s %v %+v", resp.Status, err, out.Response)
 	}
 
@@ -333,7 +333,7 @@ func TestOverloadShed(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != 200 {
+	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("after the uploads ended: %s", resp.Status)
 	}
 }

@@ -563,7 +563,7 @@ func rawPacket(o opts) Result {
 		r.Outcome, r.Details = classify(err), "packet socket created; sending the frame: "+err.Error()
 		return r
 	}
-	r.Outcome, r.Details = "sent", fmt.Sprintf("packet socket created and an Ethernet frame with a SYN %s -> %s:80 sent on %s to gateway %s (%s)", src, metaV4, ifname, gw, net.HardwareAddr(gwMAC))
+	r.Outcome, r.Details = "sent", fmt.Sprintf("packet socket created and an Ethernet frame with a SYN %s -> %s:80 sent on %s to gateway %s (%s)", src, metaV4, ifname, gw, gwMAC)
 	return r
 }
 

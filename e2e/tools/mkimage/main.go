@@ -64,7 +64,6 @@ func main() {
 type entry struct {
 	hdr  tar.Header
 	src  string // host file to copy for regular files
-	data []byte
 }
 
 func run(o options) error {

@@ -202,7 +202,7 @@ func (n *Node) Fetch(ctx context.Context) (creds.Credentials, error) {
 	in := &sts.AssumeRoleInput{
 		RoleArn:         aws.String(n.cfg.RoleARN),
 		RoleSessionName: aws.String(n.cfg.SessionName),
-		DurationSeconds: aws.Int32(int32(n.cfg.Duration / time.Second)),
+		DurationSeconds: aws.Int32(int32(n.cfg.Duration / time.Second)), //nolint:gosec // G115: validated to at most 12 h
 	}
 	if n.cfg.ExternalID != "" {
 		in.ExternalId = aws.String(n.cfg.ExternalID)
@@ -273,7 +273,7 @@ func (w *WebIdentity) Fetch(ctx context.Context) (creds.Credentials, error) {
 		RoleArn:          aws.String(w.cfg.RoleARN),
 		RoleSessionName:  aws.String(w.cfg.SessionName),
 		WebIdentityToken: aws.String(token),
-		DurationSeconds:  aws.Int32(int32(w.cfg.Duration / time.Second)),
+		DurationSeconds:  aws.Int32(int32(w.cfg.Duration / time.Second)), //nolint:gosec // G115: validated to at most 12 h
 	})
 	if err != nil {
 		return creds.Credentials{}, fmt.Errorf("sts:AssumeRoleWithWebIdentity into %s: %w", w.cfg.RoleARN, err)

@@ -85,7 +85,7 @@ func healthz(t *testing.T, addr string) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || string(b) != "ok" {
+	if resp.StatusCode != http.StatusOK || string(b) != "ok" {
 		t.Fatalf("/healthz: %d %q", resp.StatusCode, b)
 	}
 }
@@ -119,7 +119,7 @@ func TestTimeoutsCloseConnections(t *testing.T) {
 	}()
 	kept.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"))
 	resp, err := http.ReadResponse(bufio.NewReader(kept), nil)
-	if err != nil || resp.StatusCode != 200 {
+	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("keep-alive request: %v", err)
 	}
 	io.Copy(io.Discard, resp.Body)
