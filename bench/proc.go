@@ -40,6 +40,22 @@ func CPUTime(pid int) (time.Duration, error) {
 // RSS returns the resident set size of a process in bytes, from /proc/PID/status.
 func RSS(pid int) (int64, error) { return procStatusBytes(pid, "VmRSS") }
 
+// RSSSplit returns the anonymous and the file-backed parts of a process's
+// resident set in bytes (RssAnon and RssFile of /proc/PID/status; 0, 0 if
+// unreadable). The split shows what a change can move: anon is heap,
+// stacks and runtime; file-backed is the executable's pages, mostly what
+// it links.
+func RSSSplit(pid int) (anon, file int64) {
+	anon, err := procStatusBytes(pid, "RssAnon")
+	if err != nil {
+		return 0, 0
+	}
+	if file, err = procStatusBytes(pid, "RssFile"); err != nil {
+		return 0, 0
+	}
+	return anon, file
+}
+
 // PeakRSS returns the highest resident set size a process has had, in
 // bytes (VmHWM of /proc/PID/status).
 func PeakRSS(pid int) (int64, error) { return procStatusBytes(pid, "VmHWM") }

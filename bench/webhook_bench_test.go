@@ -91,8 +91,8 @@ func TestWebhookFigures(t *testing.T) {
 	refRSS, _ := RSS(servers[1].cmd.Process.Pid)
 	// The split shows what a change can move: anon is heap, stacks and
 	// runtime; file-backed is the executable's pages (mostly what it links).
-	anon, file := rssSplit(servers[0].cmd.Process.Pid)
-	refAnon, refFile := rssSplit(servers[1].cmd.Process.Pid)
+	anon, file := RSSSplit(servers[0].cmd.Process.Pid)
+	refAnon, refFile := RSSSplit(servers[1].cmd.Process.Pid)
 	fmt.Fprintf(&out, "\npodrole-webhook RSS after load: %.1f MiB (anon %.1f, file-backed %.1f; trivial: %.1f MiB, anon %.1f, file-backed %.1f): %s\n\n",
 		mib(rss), mib(anon), mib(file), mib(refRSS), mib(refAnon), mib(refFile), Verdict(rss < 20<<20, "%.1f MiB", mib(rss)))
 	fmt.Print(out.String())
@@ -218,28 +218,6 @@ func (wb *webhookBench) start(name string, env []string, argv ...string) server 
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
-
-// rssSplit returns a process's RssAnon and RssFile in bytes (0, 0 if unreadable).
-func rssSplit(pid int) (anon, file int64) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Fields(l)
-		if len(f) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseInt(f[1], 10, 64)
-		switch f[0] {
-		case "RssAnon:":
-			anon = kb << 10
-		case "RssFile:":
-			file = kb << 10
-		}
-	}
-	return anon, file
-}
 
 func mustPort(t *testing.T) int {
 	p, err := FreePort()

@@ -132,6 +132,7 @@ func benchFootprint(ctx context.Context, o options, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+	anon, file := bench.RSSSplit(s.Pid())
 	mu.Lock()
 	defer mu.Unlock()
 	var peak int64
@@ -143,7 +144,7 @@ func benchFootprint(ctx context.Context, o options, out io.Writer) error {
 	fmt.Fprintf(out, "| figure | value |\n|---|---|\n")
 	fmt.Fprintf(out, "| sidecar RSS idle | %s |\n", mib(idle))
 	fmt.Fprintf(out, "| sidecar RSS every 5 s under load | %s |\n", strings.Join(series, ", "))
-	fmt.Fprintf(out, "| sidecar RSS after load | %s (peak %s) |\n", mib(after), mib(peak))
+	fmt.Fprintf(out, "| sidecar RSS after load | %s (peak %s; anon %s, file-backed %s) |\n", mib(after), mib(peak), mib(anon), mib(file))
 	fmt.Fprintf(out, "| load | %d sequences = %d requests in %s, %d errors |\n", ops, 3*ops, dur, errs)
 	flat := len(samples) >= 4 && samples[len(samples)-1] <= samples[1]*11/10
 	fmt.Fprintf(out, "\nRSS under 15 MiB: %s; flat (last sample within 10%% of the second): %s\n",
