@@ -62,8 +62,8 @@ func main() {
 
 // entry is one file, directory or symlink of the layer.
 type entry struct {
-	hdr  tar.Header
-	src  string // host file to copy for regular files
+	hdr tar.Header
+	src string // host file to copy for regular files
 }
 
 func run(o options) error {
