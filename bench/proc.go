@@ -3,6 +3,7 @@ package bench
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -32,7 +33,7 @@ func CPUTime(pid int) (time.Duration, error) {
 	ut, err1 := strconv.ParseInt(f[11], 10, 64)
 	st, err2 := strconv.ParseInt(f[12], 10, 64)
 	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("parse /proc/%d/stat times: %v %v", pid, err1, err2)
+		return 0, fmt.Errorf("parse /proc/%d/stat times: %w", pid, errors.Join(err1, err2))
 	}
 	return time.Duration(ut+st) * time.Second / clockTick, nil
 }

@@ -81,7 +81,7 @@ func WaitHTTP(ctx context.Context, url string, want int, timeout time.Duration) 
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("wait for %s to answer %d: %w (last error: %v)", url, want, ctx.Err(), err)
+			return fmt.Errorf("wait for %s to answer %d: %w (last error: %w)", url, want, ctx.Err(), err)
 		case <-time.After(5 * time.Millisecond):
 		}
 	}

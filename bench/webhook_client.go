@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"time"
 
-	"golang.org/x/net/http2"
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
@@ -83,7 +82,10 @@ func NewWebhookClient(url string, body []byte, roots *x509.CertPool, h2 bool, co
 	var rt http.RoundTripper
 	proto := "HTTP/1.1"
 	if h2 {
-		rt = &http2.Transport{TLSClientConfig: tlsConf}
+		// The standard library's HTTP/2, as the API server's client uses.
+		t := &http.Transport{TLSClientConfig: tlsConf, Protocols: new(http.Protocols)}
+		t.Protocols.SetHTTP2(true)
+		rt = t
 		proto = "HTTP/2.0"
 	} else {
 		tlsConf.NextProtos = []string{"http/1.1"}

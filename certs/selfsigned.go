@@ -217,7 +217,7 @@ func (s *SelfSigned) Sync(ctx context.Context) error {
 		s.Logger.Info("staged a new webhook CA", "not_after", ca.Cert.NotAfter.UTC().Format(time.RFC3339))
 	}
 	leafNeeded := renewDue(m.leaf, now) || !sameNames(m.leaf, s.DNSNames) || !bundleHas(m.bundle, m.leaf, now)
-	if leafNeeded && !(staged && now.Before(m.leaf.NotAfter)) {
+	if leafNeeded && (!staged || !now.Before(m.leaf.NotAfter)) {
 		kp, err := m.ca.Issue(s.DNSNames[0], s.DNSNames, nil, true, false, now, leafValidity)
 		if err != nil {
 			return err

@@ -255,7 +255,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	// Both listeners get server.DefaultLimits: read, write and idle timeouts
 	// and a header bound, so a client that stalls is cut off.
 	admission := srv.HTTPServer(srv.Handler(), store.TLSConfig(), slog.NewLogLogger(log.Handler(), slog.LevelDebug))
-	ln, err := net.Listen("tcp", o.listen)
+	ln, err := new(net.ListenConfig).Listen(ctx, "tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("listen on --listen=%s: %w", o.listen, err)
 	}
@@ -264,7 +264,7 @@ func run(ctx context.Context, args []string, lookup func(string) (string, bool),
 	go func() { errc <- serveErr("admission", admission.ServeTLS(ln, "", "")) }()
 	if o.probeListen != "" {
 		probe := srv.HTTPServer(srv.HealthHandler(), nil, nil)
-		pln, err := net.Listen("tcp", o.probeListen)
+		pln, err := new(net.ListenConfig).Listen(ctx, "tcp", o.probeListen)
 		if err != nil {
 			return fmt.Errorf("listen on --probe-listen=%s: %w", o.probeListen, err)
 		}

@@ -47,7 +47,7 @@ func benchHealthPort(ctx context.Context, o options, out io.Writer) error {
 				continue
 			}
 			resp.Body.Close()
-			if resp.StatusCode != 200 {
+			if resp.StatusCode != http.StatusOK {
 				failed++
 				continue
 			}

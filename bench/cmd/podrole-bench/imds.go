@@ -123,7 +123,7 @@ func startReference(ctx context.Context, o options, name string) (*bench.Server,
 		select {
 		case <-ctx2.Done():
 			s.Stop()
-			return nil, "", fmt.Errorf("%s did not answer on %s: %v", name, addr, err)
+			return nil, "", fmt.Errorf("%s did not answer on %s: %w", name, addr, err)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}

@@ -10,6 +10,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -147,7 +148,7 @@ func serveReference(ctx context.Context, which string, args []string) error {
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go func() { <-ctx.Done(); srv.Close() }()
-	if err = srv.Serve(ln); err == http.ErrServerClosed {
+	if err = srv.Serve(ln); errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
 	return err
