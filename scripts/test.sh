@@ -2,8 +2,8 @@
 # make test: everything CI runs, on a fresh machine or a warm one.
 #   1. build-k8s in the background (the long pole: ~6 min cold, seconds warm)
 #   2. deps, tools, make build, go vet (compiles every test), a go mod tidy -diff
-#      check, a lint of the shell scripts (shellcheck) and of the Helm chart
-#      (helm lint), while it compiles
+#      check, a lint of the shell scripts (shellcheck), of the Helm chart (helm
+#      lint) and of the Go code (golangci-lint, govulncheck), while it compiles
 #   3. wait for the Kubernetes build, every unit test in strict mode, cluster up
 #      (torn down on exit), images, and the e2e suite on the real cluster
 # Every step runs even if an earlier test step failed (except where it needs
@@ -66,6 +66,8 @@ step shellcheck bash -c 'git ls-files -z "*.sh" .ci/run | xargs -0 shellcheck -x
 section "helm lint (charts/podrole: self-signed, cert-manager, the e2e suite's values)"
 step helm-lint bash -c 'h=$PODROLE_CACHE/bin/helm; "$h" lint --strict charts/podrole &&
   "$h" lint --strict charts/podrole --set certManager.enabled=true && "$h" lint --strict charts/podrole -f e2e/values.yaml'
+section "lint: golangci-lint (.golangci.yml) and govulncheck (offline database)"
+step lint scripts/lint.sh
 
 section "waiting for build-k8s"
 if wait "$kpid"; then
