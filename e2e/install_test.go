@@ -126,7 +126,43 @@ func (e *env) install(t testing.TB) {
 		}
 	}
 	e.waitInjecting(t, 90*time.Second)
+	if e.overlay() == "" {
+		e.upgradeKeepsCABundles(t)
+	}
 	t.Logf("installed with %s in %s", e.installCommand(), time.Since(start).Round(time.Millisecond))
+}
+
+// upgradeKeepsCABundles runs `helm upgrade` of the same chart and values, as a
+// user upgrading would, and checks that it leaves the webhook configurations'
+// caBundles as they were. In self-signed mode the webhook writes them and no
+// template has them: if helm reset them, the API server could not call the
+// webhook and every pod in a labelled namespace would be refused until the
+// webhook wrote them again.
+func (e *env) upgradeKeepsCABundles(t testing.TB) {
+	t.Helper()
+	bundles := func() []string {
+		var out []string
+		for _, kind := range []string{"mutatingwebhookconfiguration", "validatingwebhookconfiguration"} {
+			b := e.k(t, "get", kind, "podrole-webhook", "-o", "jsonpath={.webhooks[*].clientConfig.caBundle}")
+			if strings.TrimSpace(b) == "" {
+				t.Fatalf("%s podrole-webhook has no caBundle although the webhook injects", kind)
+			}
+			out = append(out, kind+": "+b)
+		}
+		return out
+	}
+	before := bundles()
+	if _, err := e.helm(t, "upgrade", helmRelease, filepath.Join(e.root, "charts", "podrole"),
+		"--namespace", helmReleaseNS, "--values", filepath.Join(e.root, "e2e", "values.yaml"), "--timeout", "2m"); err != nil {
+		t.Fatalf("helm upgrade: %v", err)
+	}
+	after := bundles()
+	for i := range before {
+		if before[i] != after[i] {
+			t.Fatalf("helm upgrade changed the caBundle:\nbefore %.120s...\nafter  %.120s...", before[i], after[i])
+		}
+	}
+	e.waitInjecting(t, 30*time.Second)
 }
 
 // waitInjecting waits until a dry-run pod in a labelled namespace comes back
