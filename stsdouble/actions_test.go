@@ -125,14 +125,15 @@ func TestAssumeRoleErrors(t *testing.T) {
 	in := func(role, session string) *sts.AssumeRoleInput {
 		return &sts.AssumeRoleInput{RoleArn: aws.String(role), RoleSessionName: aws.String(session)}
 	}
-	tests := []struct {
+	type refusal struct {
 		name   string
 		client *sts.Client
 		input  *sts.AssumeRoleInput
 		code   string
 		status int
 		msg    string
-	}{
+	}
+	tests := []refusal{
 		{"wrong secret", f.client("us-east-1", ciKey, "not-the-secret", ""), in(appRole, "s1"), "SignatureDoesNotMatch", 403, "does not match"},
 		{"unknown key", f.client("us-east-1", "AKIAUNKNOWNEXAMPLE00", ciSecret, ""), in(appRole, "s1"), "InvalidClientTokenId", 403, "security token included in the request is invalid"},
 		{"node key without its token", f.client("us-east-1", nodeKey, nodeSec, ""), in(appRole, "s1"), "InvalidClientTokenId", 403, ""},
@@ -154,22 +155,8 @@ func TestAssumeRoleErrors(t *testing.T) {
 	partner := "arn:aws:iam::111122223333:role/partner"
 	node := f.client("us-east-1", nodeKey, nodeSec, nodeTok)
 	tests = append(tests,
-		struct {
-			name   string
-			client *sts.Client
-			input  *sts.AssumeRoleInput
-			code   string
-			status int
-			msg    string
-		}{"external id missing", node, in(partner, "s1"), "AccessDenied", 403, "assumed-role/node-role/i-0123456789abcdef0 is not authorized"},
-		struct {
-			name   string
-			client *sts.Client
-			input  *sts.AssumeRoleInput
-			code   string
-			status int
-			msg    string
-		}{"external id wrong", node, &sts.AssumeRoleInput{RoleArn: aws.String(partner), RoleSessionName: aws.String("s1"), ExternalId: aws.String("guess")}, "AccessDenied", 403, ""},
+		refusal{"external id missing", node, in(partner, "s1"), "AccessDenied", 403, "assumed-role/node-role/i-0123456789abcdef0 is not authorized"},
+		refusal{"external id wrong", node, &sts.AssumeRoleInput{RoleArn: aws.String(partner), RoleSessionName: aws.String("s1"), ExternalId: aws.String("guess")}, "AccessDenied", 403, ""},
 	)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
