@@ -2,8 +2,10 @@ package stsdouble
 
 import (
 	"fmt"
+	"maps"
 	"net/url"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -45,7 +47,10 @@ func parseTags(p url.Values) (tags []Tag, transitive []string, e *apiError) {
 	}
 	tagMembers := map[int]*member{}
 	transMembers := map[int]string{}
-	for name, vs := range p {
+	// In name order, so that the first problem reported is the same on every
+	// call (url.Values is a map).
+	for _, name := range slices.Sorted(maps.Keys(p)) {
+		vs := p[name]
 		if name == "Tags" || name == "TransitiveTagKeys" {
 			if len(vs) != 1 || vs[0] != "" {
 				return nil, nil, errValidation(fmt.Sprintf("%s must be sent as members (%s.member.N...), or empty for an empty list", name, name))
