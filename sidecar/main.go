@@ -56,6 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "init":
 		err = runInit(ctx, args[1:], stdout, stderr)
 	case "serve":
+		applyServeGCPercent(os.LookupEnv)
 		err = runServe(ctx, args[1:], stdout, stderr)
 	case "wait":
 		err = runWait(ctx, args[1:], stdout, stderr)
