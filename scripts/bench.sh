@@ -5,7 +5,11 @@
 # run; a broken measurement does.
 #   PODROLE_BENCH_DURATION  time per load point (default 5s)
 #   PODROLE_BENCH_CLUSTER=0 skip the pod start-up section (needs the local cluster)
-#   PODROLE_BENCH_SIDECAR_ENV  one VAR=value for the sidecar under test (e.g. GOGC=50)
+#   PODROLE_BENCH_SIDECAR_ENV  one VAR=value for the sidecar under test (e.g. GOGC=100)
+# One section by hand, after make build: sections 1-4 with
+#   go build -o bin/podrole-bench ./bench/cmd/podrole-bench && bin/podrole-bench --only=footprint
+# (imds, first, sts, footprint, health); section 5 (5b: TestWebhookStalledFigure) with
+#   PODROLE_BENCH=1 taskset -c 1 go test -count=1 -run '^TestWebhookFigures$' -v ./bench/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/toolchain.sh
