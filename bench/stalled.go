@@ -36,7 +36,7 @@ func HoldStalledUploads(addr string, roots *x509.CertPool, n int) (*StalledUploa
 		s.wg.Go(func() {
 			first := true
 			for ctx.Err() == nil {
-				c, err := stall(ctx, addr, roots)
+				c, _, err := OpenStalledUpload(ctx, addr, roots, 10*time.Second)
 				if first {
 					ready <- err
 					first = false
@@ -74,15 +74,20 @@ func (s *StalledUploads) Close() {
 	s.wg.Wait()
 }
 
-// stall opens one stalled upload: headers, 100 Continue, 4 KiB of body.
-func stall(ctx context.Context, addr string, roots *x509.CertPool) (net.Conn, error) {
-	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second},
+// OpenStalledUpload opens one stalled upload to the webhook at addr: an
+// HTTP/1.1 POST /mutate announcing a 3 MB body with Expect: 100-continue,
+// then, once the server answers 100 Continue (its handler is reading the
+// body), the body's first 4 KiB. It returns the connection, left stalled,
+// and the reader that holds what the server sends next. timeout bounds the
+// dial and everything up to the return.
+func OpenStalledUpload(ctx context.Context, addr string, roots *x509.CertPool, timeout time.Duration) (net.Conn, *bufio.Reader, error) {
+	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: timeout},
 		Config: &tls.Config{RootCAs: roots, ServerName: "127.0.0.1", NextProtos: []string{"http/1.1"}}}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	c.SetDeadline(time.Now().Add(10 * time.Second))
+	c.SetDeadline(time.Now().Add(timeout))
 	_, err = io.WriteString(c, "POST /mutate HTTP/1.1\r\nHost: podrole-webhook\r\nContent-Type: application/json\r\n"+
 		"Content-Length: 3000000\r\nExpect: 100-continue\r\n\r\n")
 	br := bufio.NewReader(c)
@@ -94,7 +99,7 @@ func stall(ctx context.Context, addr string, roots *x509.CertPool) (net.Conn, er
 		err = fmt.Errorf("got %q, want 100 Continue", status)
 	}
 	if err == nil {
-		_, err = br.ReadString('\n')
+		_, err = br.ReadString('\n') // the empty line ending the interim response
 	}
 	if err == nil {
 		_, err = io.WriteString(c, `{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"stalled","object":{"metadata":{"annotations":{"x":"`+
@@ -102,8 +107,8 @@ func stall(ctx context.Context, addr string, roots *x509.CertPool) (net.Conn, er
 	}
 	if err != nil {
 		c.Close()
-		return nil, err
+		return nil, nil, err
 	}
 	c.SetDeadline(time.Time{})
-	return c, nil
+	return c, br, nil
 }

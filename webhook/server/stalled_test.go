@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/podrole/podrole/bench"
 	"github.com/podrole/podrole/certs"
 	"github.com/podrole/podrole/contract"
 	"github.com/podrole/podrole/webhook/mutate"
@@ -80,40 +81,10 @@ func vmRSS() int64 {
 	return 0
 }
 
-// stallHTTP1 opens a TLS connection speaking HTTP/1.1, sends the headers
-// of a POST /mutate announcing a 3 MB body, waits for 100 Continue (the
-// handler has started reading the body), sends the body's first 4 KiB
-// and returns the connection, left stalled.
+// stallHTTP1 opens one stalled HTTP/1.1 upload (bench.OpenStalledUpload),
+// with room for a slow machine.
 func stallHTTP1(addr string, roots *x509.CertPool) (net.Conn, *bufio.Reader, error) {
-	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 30 * time.Second}, "tcp", addr,
-		&tls.Config{RootCAs: roots, ServerName: "127.0.0.1", NextProtos: []string{"http/1.1"}})
-	if err != nil {
-		return nil, nil, err
-	}
-	c.SetDeadline(time.Now().Add(30 * time.Second))
-	_, err = io.WriteString(c, "POST /mutate HTTP/1.1\r\nHost: podrole-webhook\r\nContent-Type: application/json\r\n"+
-		"Content-Length: 3000000\r\nExpect: 100-continue\r\n\r\n")
-	br := bufio.NewReader(c)
-	var status string
-	if err == nil {
-		status, err = br.ReadString('\n')
-	}
-	if err == nil && !strings.HasPrefix(status, "HTTP/1.1 100 ") {
-		err = fmt.Errorf("got %q, want 100 Continue", status)
-	}
-	if err == nil {
-		_, err = br.ReadString('\n') // the empty line ending the interim response
-	}
-	if err == nil {
-		_, err = c.Write(append([]byte(`{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"stall","object":{"metadata":{"annotations":{"x":"`),
-			bytes.Repeat([]byte("a"), 4<<10)...))
-	}
-	if err != nil {
-		c.Close()
-		return nil, nil, err
-	}
-	c.SetDeadline(time.Time{})
-	return c, br, nil
+	return bench.OpenStalledUpload(context.Background(), addr, roots, 30*time.Second)
 }
 
 // TestStalledUploads: 120 TLS connections announce a 3 MB body, send
