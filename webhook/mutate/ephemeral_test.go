@@ -2,13 +2,11 @@ package mutate
 
 import (
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/yaml"
 )
 
 // ephemeralFixture is one testdata/ephemeral/*.yaml case: ephemeral
@@ -62,13 +60,7 @@ func TestEphemeralFixtures(t *testing.T) {
 				if fx.Want.Message == "" && res.Outcome == Denied {
 					fx.Want.Message = res.Message
 				}
-				out, err := yaml.Marshal(fx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(file, out, 0o644); err != nil {
-					t.Fatal(err)
-				}
+				writeFixture(t, file, fx)
 				return
 			}
 			if res.Outcome != fx.Want.Outcome {

@@ -84,13 +84,7 @@ func TestFixtures(t *testing.T) {
 				if fx.Want.Warning == "" && len(res.Warnings) > 0 {
 					fx.Want.Warning = res.Warnings[0]
 				}
-				out, err := yaml.Marshal(fx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(file, out, 0o644); err != nil {
-					t.Fatal(err)
-				}
+				writeFixture(t, file, fx)
 				return
 			}
 			if res.Outcome != fx.Want.Outcome {
@@ -231,4 +225,16 @@ func loadFixture(t *testing.T, file string, fx any, overrides func() json.RawMes
 		t.Fatalf("%s: config: %v", file, err)
 	}
 	return cfg
+}
+
+// writeFixture rewrites a fixture file with fx (go test -update).
+func writeFixture(t *testing.T, file string, fx any) {
+	t.Helper()
+	out, err := yaml.Marshal(fx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(file, out, 0o644); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -2,13 +2,11 @@ package mutate
 
 import (
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
-	"sigs.k8s.io/yaml"
 )
 
 // runFixtures runs decide on every file of testdata/<dir>/*.yaml, decoded by
@@ -30,13 +28,7 @@ func runFixtures(t *testing.T, dir string, load func(t *testing.T, file string) 
 				if w.Message == "" && res.Outcome == Denied {
 					w.Message = res.Message
 				}
-				out, err := yaml.Marshal(fx)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := os.WriteFile(file, out, 0o644); err != nil {
-					t.Fatal(err)
-				}
+				writeFixture(t, file, fx)
 				return
 			}
 			if res.Outcome != w.Outcome {
