@@ -37,6 +37,14 @@ func (e *env) overlay() string { return os.Getenv("PODROLE_E2E_OVERLAY") }
 // uses it.
 func (e *env) e2eOverlay() string { return filepath.Join(e.root, "e2e", "manifests") }
 
+// helmChart runs `helm install` or `helm upgrade` (verb) of the release
+// from charts/podrole with e2e/values.yaml, as installCommand says.
+func (e *env) helmChart(t testing.TB, verb string) (string, error) {
+	t.Helper()
+	return e.helm(t, verb, helmRelease, filepath.Join(e.root, "charts", "podrole"),
+		"--namespace", helmReleaseNS, "--values", filepath.Join(e.root, "e2e", "values.yaml"), "--timeout", "2m")
+}
+
 // installCommand says how podrole is installed, for messages.
 func (e *env) installCommand() string {
 	if o := e.overlay(); o != "" {
@@ -114,8 +122,7 @@ func (e *env) install(t testing.TB) {
 	} else {
 		// No --wait: the rollout and the first injection are awaited below,
 		// with the webhook's logs on failure.
-		if _, err := e.helm(t, "install", helmRelease, filepath.Join(e.root, "charts", "podrole"),
-			"--namespace", helmReleaseNS, "--values", filepath.Join(e.root, "e2e", "values.yaml"), "--timeout", "2m"); err != nil {
+		if _, err := e.helmChart(t, "install"); err != nil {
 			t.Fatalf("install: %v", err)
 		}
 	}
@@ -152,8 +159,7 @@ func (e *env) upgradeKeepsCABundles(t testing.TB) {
 		return out
 	}
 	before := bundles()
-	if _, err := e.helm(t, "upgrade", helmRelease, filepath.Join(e.root, "charts", "podrole"),
-		"--namespace", helmReleaseNS, "--values", filepath.Join(e.root, "e2e", "values.yaml"), "--timeout", "2m"); err != nil {
+	if _, err := e.helmChart(t, "upgrade"); err != nil {
 		t.Fatalf("helm upgrade: %v", err)
 	}
 	after := bundles()
