@@ -27,6 +27,9 @@ func TestPodrole(t *testing.T) {
 	}
 	fwBefore, socksBefore := snapshotFirewall(t), listeningSockets(t)
 	e.install(t)
+	if e.overlay() == "" { // installed with helm: a user's next step is an upgrade
+		e.upgradeKeepsCABundles(t)
+	}
 
 	t.Run("1-annotated-pod-gets-its-role", e.scenarioInjection)
 	t.Run("2-each-pod-only-its-own-role", e.scenarioIsolation)
